@@ -1,0 +1,56 @@
+# Developer entry points. `make test` works on a fresh machine: it creates .venv,
+# installs a CPU build of torch, builds ssl_fast._C in place and runs pytest.
+# Another torch: `make test TORCH_SPEC='torch==2.14.1' VENV=.venv-gpu`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+DEPS := numpy pytest pytest-benchmark ninja pybind11 setuptools wheel ruff
+
+# `make cuda-check` compiles every CUDA source against a CUDA build of torch (no GPU needed).
+CUDA_VENV ?= .venv-cuda
+CUDA_TORCH_SPEC ?= torch==2.14.1
+CUDA_PY := $(CUDA_VENV)/bin/python
+CUDA_BUILD := build/cuda-check
+
+.PHONY: all venv build test bench demo lint cuda-check clean
+
+all: test
+
+$(VENV)/.ready:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(DEPS)
+	touch $@
+
+venv: $(VENV)/.ready
+
+build: venv
+	$(PY) setup.py -q build_ext --inplace
+
+test: build
+	$(PY) -m pytest tests -q
+
+bench: build
+	$(PY) -m ssl_fast bench smooth_l1
+	$(PY) -m ssl_fast bench mse
+
+# Until the trainers land, the demo is the benchmark of the fused losses.
+demo: bench
+
+lint: venv
+	$(PY) -m ruff check ssl_fast tests benchmarks setup.py
+
+$(CUDA_VENV)/.ready:
+	$(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_PY) -m pip install -q --upgrade pip
+	$(CUDA_PY) -m pip install -q "$(CUDA_TORCH_SPEC)" numpy ninja pybind11 setuptools wheel
+	touch $@
+
+cuda-check: $(CUDA_VENV)/.ready
+	SSL_FAST_CUDA=1 $(CUDA_PY) setup.py -q build --build-base $(CUDA_BUILD)
+	cd $(CUDA_BUILD) && PYTHONPATH=$$(ls -d $(CURDIR)/$(CUDA_BUILD)/lib.*) $(CURDIR)/$(CUDA_PY) -m ssl_fast info \
+		| tee info.txt && ! grep -E '^[a-z_0-9]+ +(yes|no) +no$$' info.txt
+
+clean:
+	rm -rf build ssl_fast/*.so .pytest_cache

@@ -1,0 +1,41 @@
+// Host-side argument handling shared by the CPU and CUDA regression-loss kernels.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/TensorIterator.h>
+
+#include <optional>
+#include <vector>
+
+#include "regression.h"
+
+namespace ssl_fast {
+
+// A validated call: loss shape, element count and operands (weight undefined when absent).
+struct RegressionCall {
+  at::Tensor input, target, weight;
+  Reduction reduction;
+  std::vector<int64_t> shape;
+  int64_t numel;
+  bool reduces() const { return reduction != Reduction::None; }
+  // Scale of d loss / d input: 1/numel for a mean, 1 otherwise.
+  double grad_scale() const {
+    return reduction == Reduction::Mean ? 1.0 / static_cast<double>(numel) : 1.0;
+  }
+};
+
+// Checks devices, dtypes, shapes and the reduction code, with messages naming `op`.
+RegressionCall check_regression_call(
+    const char* op, const at::Tensor& input, const at::Tensor& target,
+    const std::optional<at::Tensor>& weight, int64_t reduction);
+
+// Accumulation type of a call: float for half, bfloat16 and float; double for double.
+at::ScalarType accumulate_type(at::ScalarType t);
+
+// An iterator over `outputs` (already allocated with the loss shape) and `inputs`,
+// broadcasting inputs, keeping each operand's own dtype (the weight is in the
+// accumulation type) and never allocating or resizing.
+at::TensorIterator regression_iter(
+    const std::vector<at::Tensor>& outputs, const std::vector<at::Tensor>& inputs);
+
+}  // namespace ssl_fast

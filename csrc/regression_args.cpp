@@ -1,0 +1,62 @@
+#include "common/regression_args.h"
+
+#include <ATen/ExpandUtils.h>
+
+namespace ssl_fast {
+
+at::ScalarType accumulate_type(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+RegressionCall check_regression_call(
+    const char* op, const at::Tensor& input, const at::Tensor& target,
+    const std::optional<at::Tensor>& weight, int64_t reduction) {
+  TORCH_CHECK(
+      reduction >= 0 && reduction <= 2, op, ": reduction must be 0 (none), 1 (mean) or 2 (sum), got ",
+      reduction);
+  TORCH_CHECK(
+      input.device() == target.device(), op, ": input is on ", input.device(), " but target is on ",
+      target.device());
+  const auto dt = input.scalar_type();
+  TORCH_CHECK(
+      dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16, op,
+      ": input must be float16, bfloat16, float32 or float64, got ", dt);
+  TORCH_CHECK(
+      target.scalar_type() == dt, op, ": target dtype ", target.scalar_type(),
+      " differs from input dtype ", dt);
+  RegressionCall call;
+  call.input = input;
+  call.target = target;
+  call.reduction = static_cast<Reduction>(reduction);
+  auto shape = at::infer_size(input.sizes(), target.sizes());
+  if (weight.has_value() && weight->defined()) {
+    const auto& w = *weight;
+    TORCH_CHECK(
+        w.device() == input.device(), op, ": weight is on ", w.device(), " but input is on ",
+        input.device());
+    TORCH_CHECK(
+        w.scalar_type() == accumulate_type(dt), op, ": weight must be ", accumulate_type(dt),
+        " for ", dt, " input, got ", w.scalar_type());
+    TORCH_CHECK(
+        at::infer_size(w.sizes(), shape) == shape, op, ": weight of shape ", w.sizes(),
+        " does not broadcast to the loss shape ", c10::IntArrayRef(shape));
+    call.weight = w;
+  }
+  call.numel = c10::multiply_integers(shape);
+  call.shape = std::move(shape);
+  return call;
+}
+
+at::TensorIterator regression_iter(
+    const std::vector<at::Tensor>& outputs, const std::vector<at::Tensor>& inputs) {
+  at::TensorIteratorConfig config;
+  config.check_all_same_dtype(false)
+      .promote_inputs_to_common_dtype(false)
+      .resize_outputs(false)
+      .set_check_mem_overlap(true);
+  for (const auto& out : outputs) config.add_output(out);
+  for (const auto& in : inputs) config.add_const_input(in);
+  return config.build();
+}
+
+}  // namespace ssl_fast

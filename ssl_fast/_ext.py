@@ -1,0 +1,82 @@
+"""Loads ssl_fast._C once and answers which backend serves an op for a tensor.
+
+SSL_FAST_BACKEND selects the backend, read at every call:
+  auto   (default) the kernel where one exists, else the PyTorch reference with one warning
+  torch  always the PyTorch reference
+  ext    always the kernel; a missing kernel is an error
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+try:
+    from . import _C  # noqa: F401  (importing it registers the operators)
+
+    LOAD_ERROR: str | None = None
+except ImportError as exc:  # a pure-Python install, or a binary built for another torch
+    _C = None
+    LOAD_ERROR = f"{type(exc).__name__}: {exc}"
+
+LOADED = LOAD_ERROR is None
+BACKENDS = ("auto", "torch", "ext")
+_warned: set[tuple[str, str]] = set()
+
+
+class KernelUnavailableError(RuntimeError):
+    """SSL_FAST_BACKEND=ext asked for a kernel that this build does not have."""
+
+
+def backend_mode() -> str:
+    mode = os.environ.get("SSL_FAST_BACKEND", "auto").strip().lower() or "auto"
+    if mode not in BACKENDS:
+        raise ValueError(f"SSL_FAST_BACKEND must be one of {', '.join(BACKENDS)}; got {mode!r}")
+    return mode
+
+
+def has_kernel(op: str, device_type: str) -> bool:
+    """Whether ssl_fast::op has a kernel registered for this device type ('cpu', 'cuda')."""
+    if not LOADED:
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"ssl_fast::{op}", device_type.upper())
+
+
+def _missing_reason(op: str, device_type: str) -> str | None:
+    if not LOADED:
+        return f"the extension ssl_fast._C did not load ({LOAD_ERROR})"
+    if not has_kernel(op, device_type):
+        return f"this build of ssl_fast._C has no {device_type} kernel for {op}"
+    return None
+
+
+def use_kernel(op: str, tensor: torch.Tensor) -> bool:
+    """True when the kernel of `op` should run on `tensor`'s device; False for the reference."""
+    return _use_kernel(op, tensor.device.type)
+
+
+# A compiled graph takes the decision once, when it is traced.
+@torch.compiler.assume_constant_result
+def _use_kernel(op: str, device_type: str) -> bool:
+    mode = backend_mode()
+    if mode == "torch":
+        return False
+    reason = _missing_reason(op, device_type)
+    if reason is None:
+        return True
+    if mode == "ext":
+        raise KernelUnavailableError(f"SSL_FAST_BACKEND=ext, but {reason}")
+    key = (op, device_type)
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(
+            f"ssl_fast: {op} runs its PyTorch reference because {reason}", RuntimeWarning, stacklevel=4
+        )
+    return False
+
+
+def build_info() -> dict:
+    """How the loaded extension was built; empty when it did not load."""
+    return dict(_C.build_info()) if LOADED else {}

@@ -1,0 +1,21 @@
+"""What this installation of ssl_fast can run: versions, build flags, kernels per op."""
+
+from __future__ import annotations
+
+import torch
+
+from . import _ext
+from .ops import OPS
+
+
+def backend_info() -> dict:
+    """torch/CUDA versions, how ssl_fast._C was built (or why it did not load), the
+    backend mode, and for every op whether a CPU and a CUDA kernel is present."""
+    return {
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "backend": _ext.backend_mode(),
+        "extension": {"loaded": _ext.LOADED, "error": _ext.LOAD_ERROR, **_ext.build_info()},
+        "ops": {op: {"cpu": _ext.has_kernel(op, "cpu"), "cuda": _ext.has_kernel(op, "cuda")} for op in OPS},
+    }

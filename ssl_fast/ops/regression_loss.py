@@ -1,0 +1,199 @@
+"""Fused regression losses: smooth-L1 (time-series prediction) and MSE (reconstruction).
+
+One pass over input and target gives the reduced loss. When the input needs a
+gradient, the same pass writes d loss / d input (the forward on the CPU), so that
+the usual `loss.backward()` (grad_output == 1) costs no further pass; otherwise the
+backward op recomputes the gradient in one pass from input and target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from .. import _ext, reference
+
+OPS = ("smooth_l1_loss", "mse_loss")
+_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+_NONE, _SUM = 0, 2
+
+
+def _validate(
+    name: str, input: torch.Tensor, target: torch.Tensor, reduction: str, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """Checks a call as torch would, promotes both sides to one dtype, returns the loss shape."""
+    for what, t in (("input", input), ("target", target)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: {what} must be a Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name}: {what} must be a floating-point tensor, got dtype {t.dtype}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+    if input.device != target.device:
+        raise ValueError(f"{name}: input is on {input.device} but target is on {target.device}")
+    try:
+        shape = tuple(torch.broadcast_shapes(input.shape, target.shape))
+    except RuntimeError:
+        raise ValueError(
+            f"{name}: input of shape {tuple(input.shape)} and target of shape "
+            f"{tuple(target.shape)} do not broadcast"
+        ) from None
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
+            raise TypeError(f"{name}: mask must be a bool or floating-point tensor, got {getattr(mask, 'dtype', mask)}")
+        if mask.device != input.device:
+            raise ValueError(f"{name}: mask is on {mask.device} but input is on {input.device}")
+        if mask.dim() > len(shape) or tuple(mask.shape) != shape[: mask.dim()]:
+            raise ValueError(
+                f"{name}: mask of shape {tuple(mask.shape)} must equal the leading dims of the "
+                f"loss shape {shape}"
+            )
+    dtype = torch.promote_types(input.dtype, target.dtype)
+    return input.to(dtype), target.to(dtype), shape
+
+
+def _mask_weight(
+    mask: torch.Tensor, shape: Sequence[int], reduction: str, dtype: torch.dtype
+) -> torch.Tensor:
+    """Turns a position mask into per-element weights that make the kernel's weighted sum
+    equal to the masked loss (mean over trailing dims, then over masked positions)."""
+    per_position = math.prod(shape[mask.dim() :])
+    weight = mask.detach().to(torch.float64 if dtype == torch.float64 else torch.float32)
+    weight = weight / (weight.sum() * per_position) if reduction == "mean" else weight / per_position
+    return weight.reshape(tuple(mask.shape) + (1,) * (len(shape) - mask.dim()))
+
+
+def _grad_output_is_one(grad: torch.Tensor) -> bool:
+    # Reading a plain CPU scalar is free; a GPU one would synchronise, and a traced
+    # (fake, functional, functorch) one has no value to branch on.
+    return (
+        grad.device.type == "cpu"
+        and type(grad) is torch.Tensor
+        and not torch._C._functorch.is_functorch_wrapped_tensor(grad)
+        and grad.item() == 1.0
+    )
+
+
+def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    return grad if grad.shape == shape else grad.sum_to_size(shape)
+
+
+def _register(name: str) -> None:
+    """Fake kernels and autograd for ssl_fast::<name> and ssl_fast::<name>_backward.
+    Schemas: name(input, target, *params, reduction, weight, compute_grad) -> (loss, grad)
+    and name_backward(grad_output, input, target, *params, reduction, weight) -> grad."""
+    backward_op = getattr(torch.ops.ssl_fast, f"{name}_backward")
+
+    @torch.library.register_fake(f"ssl_fast::{name}")
+    def _fake(input, target, *rest):
+        reduction, compute_grad = rest[-3], rest[-1]
+        shape = torch.broadcast_shapes(input.shape, target.shape)
+        loss = input.new_empty(shape if reduction == _NONE else ())
+        return loss, input.new_empty(shape if compute_grad else (0,))
+
+    @torch.library.register_fake(f"ssl_fast::{name}_backward")
+    def _fake_backward(grad_output, input, target, *rest):
+        return input.new_empty(torch.broadcast_shapes(input.shape, target.shape))
+
+    def setup_context(ctx, inputs, output):
+        input, target, *rest = inputs
+        params, weight, compute_grad = rest[:-2], rest[-2], rest[-1]
+        ctx.params = params  # (*loss params, reduction), as the backward op takes them
+        ctx.shapes = (input.shape, target.shape)
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # else autograd fills an n-sized zero grad for output[1]
+        ctx.save_for_backward(input, target, weight)
+        # Held outside save_for_backward and dropped by the first backward, so that
+        # autograd can adopt it as input.grad without a copy; a second backward
+        # (retain_graph=True) recomputes.
+        ctx.forward_grad = output[1] if compute_grad else None
+
+    def backward(ctx, grad_loss, _grad_of_grad):
+        input, target, weight = ctx.saved_tensors
+        saved, ctx.forward_grad = ctx.forward_grad, None
+        if grad_loss is None:
+            return (None,) * (len(ctx.params) + 4)
+        if saved is not None:
+            grad = saved if _grad_output_is_one(grad_loss) else saved * grad_loss
+        else:
+            grad = backward_op(grad_loss, input, target, *ctx.params, weight)
+        grad_input = _sum_to(grad, ctx.shapes[0]) if ctx.needs_input_grad[0] else None
+        grad_target = _sum_to(-grad, ctx.shapes[1]) if ctx.needs_input_grad[1] else None
+        return (grad_input, grad_target) + (None,) * (len(ctx.params) + 2)
+
+    torch.library.register_autograd(f"ssl_fast::{name}", backward, setup_context=setup_context)
+
+
+def _run(
+    name: str,
+    params: tuple,
+    input: torch.Tensor,
+    target: torch.Tensor,
+    shape: tuple[int, ...],
+    reduction: str,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    if mask is None:
+        weight, code = None, _REDUCTIONS[reduction]
+    else:
+        weight = _mask_weight(mask, shape, reduction, input.dtype)
+        code = _NONE if reduction == "none" else _SUM
+    # A compiled graph recomputes in the backward instead (its own fusion covers the rest).
+    compute_grad = (
+        code != _NONE
+        and torch.is_grad_enabled()
+        and (input.requires_grad or target.requires_grad)
+        and not torch.compiler.is_compiling()
+    )
+    loss, _ = getattr(torch.ops.ssl_fast, name)(input, target, *params, code, weight, compute_grad)
+    if mask is not None and reduction == "none" and loss.dim() > mask.dim():
+        loss = loss.flatten(mask.dim()).sum(-1)
+    return loss
+
+
+def smooth_l1_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    beta: float = 1.0,
+    reduction: str = "mean",
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Smooth-L1 (Huber / beta) loss with torch's semantics, fused in one pass.
+
+    input, target: float16/bfloat16/float32/float64 tensors that broadcast together
+    (computed and accumulated in float32 for 16-bit dtypes). beta >= 0; beta == 0 is L1.
+    reduction: 'mean' (over all elements), 'sum' or 'none'.
+    mask: optional bool/float tensor over the leading dims of the loss (e.g. [N, L] for
+    [N, L, D] patches): the loss is averaged over the trailing dims, then over the masked
+    positions ('mean'), summed over them ('sum'), or returned per position ('none'). The
+    mask receives no gradient; an all-zero mask gives NaN for 'mean', as 0/0.
+    """
+    if not beta >= 0:  # also rejects NaN
+        raise ValueError(f"smooth_l1_loss: beta must be >= 0, got {beta}")
+    input, target, shape = _validate("smooth_l1_loss", input, target, reduction, mask)
+    if not _ext.use_kernel("smooth_l1_loss", input):
+        return reference.smooth_l1_loss(input, target, beta, reduction, mask)
+    return _run("smooth_l1_loss", (float(beta),), input, target, shape, reduction, mask)
+
+
+def mse_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    reduction: str = "mean",
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean squared error with torch's semantics, fused in one pass.
+
+    Arguments as for smooth_l1_loss (without beta).
+    """
+    input, target, shape = _validate("mse_loss", input, target, reduction, mask)
+    if not _ext.use_kernel("mse_loss", input):
+        return reference.mse_loss(input, target, reduction, mask)
+    return _run("mse_loss", (), input, target, shape, reduction, mask)
+
+
+if _ext.LOADED:
+    for _name in OPS:
+        _register(_name)
