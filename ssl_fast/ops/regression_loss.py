@@ -140,9 +140,13 @@ def _run(
     else:
         weight = _mask_weight(mask, shape, reduction, input.dtype)
         code = _NONE if reduction == "none" else _SUM
-    # A compiled graph recomputes in the backward instead (its own fusion covers the rest).
+    # Only worth it where grad_output can be read for free (a CPU scalar): elsewhere the
+    # backward would scale the saved gradient (8n bytes), no cheaper than recomputing it
+    # (12n, against the 4n the forward saves by not writing it), and it would hold n
+    # elements from forward to backward. A compiled graph also recomputes.
     compute_grad = (
         code != _NONE
+        and input.device.type == "cpu"
         and torch.is_grad_enabled()
         and (input.requires_grad or target.requires_grad)
         and not torch.compiler.is_compiling()
