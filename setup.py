@@ -86,6 +86,12 @@ def _extensions():
     nvcc = ["-O0", "-g", "-G"] if debug else ["-O3", "-lineinfo"]
     if debug:
         macros.append(("SSL_FAST_DEBUG", None))
+    # at::parallel_for is inlined into the extension and runs serially unless the
+    # extension itself is compiled with OpenMP; libgomp then resolves to torch's copy.
+    link = []
+    if torch.backends.openmp.is_available() and sys.platform.startswith("linux"):
+        cxx.append("-fopenmp")
+        link.append("-fopenmp")
     include_dirs = [os.path.join(here, "csrc")]
     if with_cuda:
         archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_CUDA_ARCHS
@@ -101,6 +107,7 @@ def _extensions():
         include_dirs=include_dirs,
         define_macros=macros,
         extra_compile_args={"cxx": cxx, "nvcc": nvcc} if with_cuda else {"cxx": cxx},
+        extra_link_args=link,
     )
     print(f"setup.py: building ssl_fast._C with CUDA {'on (' + archs + ')' if with_cuda else 'off'}")
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
