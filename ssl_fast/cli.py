@@ -1,10 +1,18 @@
-"""Command line: `python -m ssl_fast info | bench ...`."""
+"""Command line: `python -m ssl_fast info | bench OP... [options]`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+from pathlib import Path
+
+# `bench` op name -> (benchmark file in benchmarks/, pytest -k expression selecting its cases).
+BENCH_OPS = {
+    "smooth_l1": ("bench_regression_loss.py", "smooth_l1"),
+    "mse": ("bench_regression_loss.py", "mse"),
+}
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -31,12 +39,109 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def benchmarks_dir() -> Path:
+    """benchmarks/ of the source tree this ssl_fast was imported from."""
+    import ssl_fast
+
+    folder = Path(ssl_fast.__file__).resolve().parents[1] / "benchmarks"
+    if not (folder / "harness.py").is_file():
+        raise ValueError(
+            f"benchmarks/ not found at {folder}: this ssl_fast is installed without its source tree; "
+            "run from a checkout of the repository"
+        )
+    return folder
+
+
+def _bench_ops(names: list[str]) -> list[str]:
+    ops = list(BENCH_OPS) if "all" in names else list(dict.fromkeys(names))
+    unknown = [name for name in ops if name not in BENCH_OPS]
+    if unknown:
+        raise ValueError(f"unknown op {unknown[0]!r} for bench; choose from {', '.join(BENCH_OPS)} or all")
+    return ops
+
+
+def _bench_device(requested: str | None) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"--device cuda, but no CUDA GPU is available (torch {torch.__version__}, "
+            f"CUDA {torch.version.cuda or 'none'})"
+        )
+    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    ops = _bench_ops(args.ops)
+    folder = _benchmarks_dir_on_path()
+    from benchmarks import harness
+
+    device = _bench_device(args.device)
+    for option, parse in (("sizes", harness.parse_shapes), ("dtypes", harness.parse_dtypes)):
+        if getattr(args, option) is not None:
+            try:
+                parse(getattr(args, option))
+            except ValueError as exc:
+                raise ValueError(f"--{option}: {exc}") from None
+    if args.rounds is not None and args.rounds < 1:
+        raise ValueError(f"--rounds must be at least 1, got {args.rounds}")
+
+    files = list(dict.fromkeys(str(folder / BENCH_OPS[op][0]) for op in ops))
+    table = harness.DEFAULT_TABLE
+    command = [
+        sys.executable, "-m", "pytest", *files, "--benchmark-only", "-q", "-p", "no:cacheprovider",
+        "--benchmark-quiet",  # its wide table; the short one is printed below
+        "-k", " or ".join(BENCH_OPS[op][1] for op in ops),
+        "--bench-device", device, "--bench-table", str(table),
+    ]
+    for option, value in (("--bench-sizes", args.sizes), ("--bench-dtypes", args.dtypes),
+                          ("--bench-rounds", args.rounds), ("--bench-csv", args.csv),
+                          ("--benchmark-json", args.json)):
+        if value is not None:
+            command += [option, str(Path(value).resolve()) if isinstance(value, Path) else str(value)]
+    if args.no_memory:
+        command.append("--bench-no-memory")
+
+    table.unlink(missing_ok=True)
+    status = subprocess.run(command, cwd=folder.parent).returncode
+    if status != 0:
+        print(f"ssl_fast: error: the benchmarks failed (pytest exit status {status})", file=sys.stderr)
+        return 1
+    print(table.read_text(), end="")
+    print(f"\nrows appended to {(args.csv or harness.DEFAULT_CSV).resolve()}; table in {table}")
+    return 0
+
+
+def _benchmarks_dir_on_path() -> Path:
+    """benchmarks_dir(), importable as the package `benchmarks`."""
+    folder = benchmarks_dir()
+    if str(folder.parent) not in sys.path:
+        sys.path.insert(0, str(folder.parent))
+    return folder
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ssl_fast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="versions, build flags and the kernels present for each op")
     info.add_argument("--json", action="store_true", help="print the record as JSON")
     info.set_defaults(func=_info)
+
+    bench = sub.add_parser(
+        "bench", help="benchmark ops against torch (pytest-benchmark) and print a markdown table",
+        description="Runs benchmarks/bench_<op>.py with pytest-benchmark in a subprocess, appends the "
+        "rows to a CSV and prints the table. Environment variables (THP_MEM_ALLOC_ENABLE, "
+        "SSL_FAST_HUGEPAGES, ...) pass through to the benchmark processes.",
+    )
+    bench.add_argument("ops", nargs="+", metavar="op", help=f"{', '.join(BENCH_OPS)} or all")
+    bench.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
+    bench.add_argument("--sizes", help="shapes instead of the defaults, e.g. 4096x4096,41x401x127,16M")
+    bench.add_argument("--dtypes", help="dtypes instead of the defaults, e.g. float32,bf16")
+    bench.add_argument("--rounds", type=int, help="timed rounds per case (default: 10 on cpu, 100 on cuda)")
+    bench.add_argument("--csv", type=Path, help="CSV to append rows to (default: benchmarks/out/results.csv)")
+    bench.add_argument("--json", type=Path, help="also save pytest-benchmark's JSON report here")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    bench.set_defaults(func=_bench)
     return parser
 
 

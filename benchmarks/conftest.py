@@ -1,0 +1,103 @@
+"""pytest wiring of the harness: --bench-* options, case parametrisation, the `measure`
+fixture, and the markdown table at the end of the session.
+
+    pytest benchmarks/ --benchmark-only [--bench-device cuda] [--bench-sizes 4096x4096]
+        [--bench-dtypes float32,bf16] [--bench-rounds 10] [--bench-csv PATH] [--bench-no-memory]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from benchmarks.harness import (
+    DEFAULT_CSV,
+    DEFAULT_TABLE,
+    BenchSession,
+    Case,
+    Recorder,
+    Settings,
+    build_cases,
+    parse_dtypes,
+    parse_shapes,
+    write_table,
+)
+
+_SESSION = pytest.StashKey[BenchSession]()
+_DEFAULT_ROUNDS = {"cpu": 10, "cuda": 100}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ssl_fast benchmarks")
+    group.addoption("--bench-device", choices=("cpu", "cuda"), default=None,
+                    help="device of every case (default: cuda if available, else cpu)")
+    group.addoption("--bench-sizes", default=None, metavar="SHAPES",
+                    help="shapes instead of each op's defaults, e.g. 4096x4096,41x401x127,16M")
+    group.addoption("--bench-dtypes", default=None, metavar="DTYPES",
+                    help="dtypes instead of each op's defaults, e.g. float32,bf16")
+    group.addoption("--bench-rounds", type=int, default=None, metavar="N",
+                    help=f"timed rounds per case (default: {_DEFAULT_ROUNDS}); warm-up: max(2, N/5)")
+    group.addoption("--bench-csv", type=Path, default=DEFAULT_CSV, metavar="PATH",
+                    help="CSV the rows are appended to (default: benchmarks/out/results.csv)")
+    group.addoption("--bench-table", type=Path, default=DEFAULT_TABLE, metavar="PATH",
+                    help="markdown table of the session (default: benchmarks/out/table.md)")
+    group.addoption("--bench-no-memory", action="store_true",
+                    help="skip the peak-memory measurements (one fresh process per CPU case)")
+
+
+def _settings(config: pytest.Config) -> Settings:
+    device = config.getoption("bench_device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("--bench-device cuda: no CUDA GPU is available to this torch")
+    rounds = config.getoption("bench_rounds") or _DEFAULT_ROUNDS[device]
+    if rounds < 1:
+        raise pytest.UsageError(f"--bench-rounds must be at least 1, got {rounds}")
+    sizes, dtypes = config.getoption("bench_sizes"), config.getoption("bench_dtypes")
+    try:
+        shapes = parse_shapes(sizes) if sizes else None
+        dtype_names = parse_dtypes(dtypes) if dtypes else None
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return Settings(
+        device=device, shapes=shapes, dtypes=dtype_names, rounds=rounds,
+        memory=not config.getoption("bench_no_memory"),
+        csv_path=config.getoption("bench_csv").resolve(),
+        table_path=config.getoption("bench_table").resolve(),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings = _settings(config)
+    config.stash[_SESSION] = BenchSession(settings, Recorder(settings.device, settings.csv_path))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" in metafunc.fixturenames:
+        settings = metafunc.config.stash[_SESSION].settings
+        cases = build_cases(metafunc.module.BENCHES, metafunc.module.__name__, settings)
+        metafunc.parametrize("case", cases, ids=[case.id for case in cases])
+
+
+@pytest.fixture
+def measure(benchmark: BenchmarkFixture, request: pytest.FixtureRequest) -> Callable[[Case], None]:
+    """measure(case): times the case, measures its memory, records the rows."""
+    return partial(request.config.stash[_SESSION].measure, benchmark)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    bench = session.config.stash[_SESSION]
+    if bench.recorder.rows:
+        write_table(bench)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's own table
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    bench = config.stash[_SESSION]
+    if bench.recorder.rows and not config.getoption("benchmark_quiet"):
+        terminalreporter.write_sep("-", "ssl_fast benchmark table")
+        terminalreporter.write_line(bench.settings.table_path.read_text())

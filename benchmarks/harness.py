@@ -1,0 +1,528 @@
+"""The benchmark harness shared by every op, on top of pytest-benchmark.
+
+A benchmark file declares what to run: `BENCHES`, a list of OpBench (op, providers,
+default shapes, bytes moved), and one test `def test_<family>(case, measure):
+measure(case)`. benchmarks/conftest.py turns the declarations and its --bench-*
+options into Cases (op x provider x mode x shape x dtype, on one device). This module
+does the rest: it times a case through the `benchmark` fixture, measures its peak
+memory (on the CPU in a fresh process), reports achieved bandwidth on CUDA, appends
+CSV rows and builds the markdown table.
+"""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import datetime
+import functools
+import gc
+import importlib
+import math
+import multiprocessing
+import multiprocessing.context
+import os
+import platform
+import re
+import statistics
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from pytest_benchmark.fixture import BenchmarkFixture
+
+Shape = tuple[int, ...]
+
+MODES = ("forward", "backward", "full")
+MEMORY_MODES = ("forward", "full")  # backward's peak mostly depends on what the forward saved
+REFERENCE, FUSED = "torch", "ssl_fast"  # the speed-up column is REFERENCE / FUSED
+SEED = 0
+MIB = 1 << 20
+_M_MMAP_THRESHOLD = -3  # mallopt parameter, from glibc's malloc.h
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = Path(__file__).resolve().parent / "out"
+DEFAULT_CSV = OUT_DIR / "results.csv"
+DEFAULT_TABLE = OUT_DIR / "table.md"
+CSV_FIELDS = (
+    "op", "provider", "mode", "shape", "dtype", "device", "metric", "value",
+    "machine", "torch", "commit", "env", "timestamp",
+)
+# Environment variables that change the numbers: recorded with every row and table.
+TRACKED_ENV = ("THP_MEM_ALLOC_ENABLE", "SSL_FAST_HUGEPAGES", "SSL_FAST_BACKEND", "OMP_NUM_THREADS")
+
+_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "fp64": "float64"}
+_SIZE_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+# ---------------------------------------------------------------- declarations
+
+
+@dataclass(frozen=True)
+class OpBench:
+    """One op as its benchmark file declares it.
+
+    providers: name -> "module:function", imported when a case runs, so that a peer that
+      is not installed fails only its own cases. "torch" is the reference.
+    default_cases: device type -> ((shape, dtype name), ...) run when no option says otherwise.
+    bytes_moved(mode, shape, element_size): the bytes the fused kernel must move on CUDA,
+      for the achieved-bandwidth columns; None where the op is not bandwidth-bound.
+    n_inputs: seeded randn tensors of the case shape passed to the provider;
+      the first n_grad_inputs of them require grad in the backward and full modes.
+    """
+
+    name: str
+    providers: Mapping[str, str]
+    default_cases: Mapping[str, Sequence[tuple[Shape, str]]]
+    bytes_moved: Callable[[str, Shape, int], int] | None = None
+    n_inputs: int = 2
+    n_grad_inputs: int = 1
+    modes: Sequence[str] = MODES
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement: `module` is the benchmark file that declares `op`."""
+
+    op: str
+    provider: str
+    mode: str
+    shape: Shape
+    dtype: str
+    device: str
+    module: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}-{self.provider}-{self.mode}-{format_shape(self.shape)}-{self.dtype}-{self.device}"
+
+    @property
+    def group(self) -> str:
+        """pytest-benchmark compares the providers of one op, shape, dtype and mode."""
+        return f"{self.op} {self.mode} {format_shape(self.shape)} {self.dtype} {self.device}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the --bench-* options chose for one pytest session."""
+
+    device: str
+    shapes: tuple[Shape, ...] | None  # None: each op's default cases
+    dtypes: tuple[str, ...] | None
+    rounds: int
+    memory: bool
+    csv_path: Path
+    table_path: Path
+
+    @property
+    def warmup_rounds(self) -> int:
+        return max(2, self.rounds // 5)
+
+
+def format_shape(shape: Shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _parse_shape(text: str) -> Shape:
+    matches = [re.fullmatch(r"(\d+)([kmg]?)", dim.strip().lower()) for dim in text.split("x")]
+    if not all(matches) or any(int(m[1]) == 0 for m in matches):
+        raise ValueError(
+            f"bad shape {text.strip()!r}: expected positive sizes joined by x, each optionally with K, M or G"
+        )
+    return tuple(int(m[1]) * _SIZE_SUFFIX[m[2]] for m in matches)
+
+
+def parse_shapes(text: str) -> tuple[Shape, ...]:
+    """'4096x4096,41x401x127,16M' -> ((4096, 4096), (41, 401, 127), (16777216,))."""
+    shapes = tuple(_parse_shape(item) for item in text.split(",") if item.strip())
+    if not shapes:
+        raise ValueError(f"no shape in {text!r}: expected e.g. 4096x4096,41x401x127")
+    return shapes
+
+
+def parse_dtypes(text: str) -> tuple[str, ...]:
+    """'float32,bf16' -> ('float32', 'bfloat16'); only floating-point dtypes."""
+    names = []
+    for item in (part.strip().lower() for part in text.split(",") if part.strip()):
+        name = _DTYPE_ALIASES.get(item, item)
+        dtype = getattr(torch, name, None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"bad dtype {item!r}: expected float32, bfloat16, float16 or float64")
+        names.append(name)
+    if not names:
+        raise ValueError(f"no dtype in {text!r}: expected e.g. float32,bfloat16")
+    return tuple(names)
+
+
+def build_cases(benches: Sequence[OpBench], module: str, settings: Settings) -> list[Case]:
+    """Every (op, shape, dtype, mode, provider) of a benchmark file on the chosen device.
+    With --bench-sizes or --bench-dtypes the cases are their product, the option not
+    given taking the values of the op's defaults."""
+    cases = []
+    for bench in benches:
+        defaults = bench.default_cases[settings.device]
+        if settings.shapes is None and settings.dtypes is None:
+            shapes_dtypes = list(defaults)
+        else:
+            shapes = settings.shapes or tuple(dict.fromkeys(shape for shape, _ in defaults))
+            dtypes = settings.dtypes or tuple(dict.fromkeys(dtype for _, dtype in defaults))
+            shapes_dtypes = [(shape, dtype) for shape in shapes for dtype in dtypes]
+        cases += [
+            Case(bench.name, provider, mode, tuple(shape), dtype, settings.device, module)
+            for shape, dtype in shapes_dtypes
+            for mode in bench.modes
+            for provider in bench.providers
+        ]
+    return cases
+
+
+def find_bench(case: Case) -> OpBench:
+    return next(b for b in importlib.import_module(case.module).BENCHES if b.name == case.op)
+
+
+def _resolve(spec: str) -> Callable:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+# ---------------------------------------------------------------- one round
+
+
+@dataclass
+class Step:
+    """One round of a case: `setup` (untimed) returns the (args, kwargs) of `run` (timed)."""
+
+    setup: Callable[[], tuple[tuple, dict]]
+    run: Callable[..., object]
+
+
+def make_step(case: Case) -> Step:
+    """Seeded randn inputs (never zeros) and the round of the case's mode. Gradients are
+    set to None in every setup so that each round allocates them as a training step does;
+    on CUDA both setup and run end in a synchronisation, so a round times its own work."""
+    bench = find_bench(case)
+    fn = _resolve(bench.providers[case.provider])
+    device = torch.device(case.device)
+    torch.manual_seed(SEED)
+    needs_grad = case.mode != "forward"
+    inputs = [
+        torch.randn(case.shape, dtype=getattr(torch, case.dtype), device=device).requires_grad_(
+            needs_grad and i < bench.n_grad_inputs
+        )
+        for i in range(bench.n_inputs)
+    ]
+    sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def clear_grads() -> tuple[tuple, dict]:
+        for t in inputs:
+            t.grad = None
+        return (), {}
+
+    def forward() -> torch.Tensor:
+        with torch.no_grad():
+            loss = fn(*inputs)
+        sync()
+        return loss
+
+    def graph() -> tuple[tuple, dict]:  # backward mode: the forward is built here, untimed
+        clear_grads()
+        loss = fn(*inputs)
+        sync()
+        return (loss,), {}
+
+    def backward(loss: torch.Tensor) -> None:
+        loss.backward()
+        sync()
+
+    def full() -> None:
+        fn(*inputs).backward()
+        sync()
+
+    return {
+        "forward": Step(lambda: ((), {}), forward),
+        "backward": Step(graph, backward),
+        "full": Step(clear_grads, full),
+    }[case.mode]
+
+
+def time_metrics(seconds: Sequence[float]) -> dict[str, float]:
+    """Median with p20 and p80 of the raw round times, in ms."""
+    ms = sorted(s * 1e3 for s in seconds)
+    if len(ms) == 1:
+        return {"time_ms_median": ms[0], "time_ms_p20": ms[0], "time_ms_p80": ms[0]}
+    quintiles = statistics.quantiles(ms, n=5, method="inclusive")
+    return {"time_ms_median": statistics.median(ms), "time_ms_p20": quintiles[0], "time_ms_p80": quintiles[3]}
+
+
+# ---------------------------------------------------------------- peak memory
+
+
+def _proc_status_kib(key: str) -> int:
+    with open("/proc/self/status") as status:
+        return int(re.search(rf"^{key}:\s+(\d+) kB", status.read(), re.M)[1])
+
+
+def _cpu_baseline() -> int:
+    """Resets VmHWM to the current RSS ('5' to clear_refs) and returns that RSS in bytes."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    return _proc_status_kib("VmRSS") * 1024
+
+
+def _cuda_baseline() -> int:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated()
+
+
+_PROBES: dict[str, tuple[Callable[[], int], Callable[[], int]]] = {
+    "cpu": (_cpu_baseline, lambda: _proc_status_kib("VmHWM") * 1024),
+    "cuda": (_cuda_baseline, torch.cuda.max_memory_allocated),
+}
+
+
+def _fix_mmap_threshold() -> None:
+    """glibc serves large blocks with mmap, but after the first free of one it raises its
+    threshold to that size and keeps later blocks of up to 32 MiB resident in its heap:
+    a buffer freed in the warm-up round is then reused unseen, and whether it shows in the
+    peak depends on the process's history. A fixed 128 KiB threshold maps every buffer
+    when it is allocated and unmaps it when it is freed, so the peak counts all of them."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, 128 << 10)
+
+
+def peak_extra_bytes(case: Case) -> int:
+    """Peak memory of one round above what is held before it: inputs built, one round
+    run to warm up and its results dropped (the round's setup sets gradients to None)."""
+    if case.device == "cpu":
+        _fix_mmap_threshold()
+    step = make_step(case)
+    args, kwargs = step.setup()
+    step.run(*args, **kwargs)
+    args, kwargs = step.setup()
+    gc.collect()
+    baseline, peak = _PROBES[case.device]
+    before = baseline()
+    step.run(*args, **kwargs)
+    return peak() - before
+
+
+@functools.cache
+def _fork_server(preload: tuple[str, ...]) -> multiprocessing.context.ForkServerContext:
+    """A new Python that imports torch, the benchmark file and its providers once, then
+    forks a fresh child per measurement. Each child starts from a process that never ran
+    a case, so its memory is a new interpreter's; a new interpreter per case instead would
+    spend 3-10 s here on imports (import ssl_fast pulls in torch._dynamo)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(preload))
+    return context
+
+
+def peak_extra_mb(case: Case) -> float:
+    """On the CPU in a fresh process: this one's VmHWM (and ru_maxrss) would carry the
+    peaks of everything it ran before, and tracemalloc does not see torch's allocations.
+    On CUDA the caching allocator's own statistics are exact, in this process."""
+    if case.device == "cuda":
+        return peak_extra_bytes(case) / MIB
+    providers = find_bench(case).providers.values()
+    preload = (__name__, case.module, *(spec.partition(":")[0] for spec in providers))
+    with _fork_server(tuple(dict.fromkeys(preload))).Pool(1, maxtasksperchild=1) as pool:
+        return pool.apply(peak_extra_bytes, (case,)) / MIB
+
+
+# ---------------------------------------------------------------- CUDA bandwidth
+
+
+def copy_bandwidth_gbps(nbytes: int = 1 << 30, rounds: int = 20) -> float:
+    """Device-to-device copy_ of an nbytes tensor (read + write), median over rounds,
+    timed with CUDA events: the ceiling that the fused kernels' bandwidth is compared to."""
+    src = torch.randn(nbytes // 4, device="cuda")
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    times_ms = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        times_ms.append(start.elapsed_time(end))
+    return 2 * nbytes / (statistics.median(times_ms) * 1e-3) / 1e9
+
+
+# ---------------------------------------------------------------- recording
+
+
+def _git_commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def _machine(device: str) -> str:
+    if device == "cuda":
+        return f"{platform.node()} ({torch.cuda.get_device_name()})"
+    model = "unknown CPU"
+    if Path("/proc/cpuinfo").exists():
+        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        model = found[1].strip() if found else model
+    return f"{platform.node()} ({model}, {len(os.sched_getaffinity(0))} cores)"
+
+
+def _tracked_env() -> str:
+    return " ".join(f"{k}={os.environ[k]}" for k in TRACKED_ENV if k in os.environ)
+
+
+@dataclass
+class Recorder:
+    """Rows of one session: appended to the CSV as they come, kept for the table."""
+
+    device: str
+    csv_path: Path
+    rows: list[dict[str, str]] = field(default_factory=list)
+    context: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.context = {
+            "machine": _machine(self.device),
+            "torch": torch.__version__,
+            "commit": _git_commit(),
+            "env": _tracked_env(),
+            "load": f"{os.getloadavg()[0]:.1f}",
+            "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
+
+    def add(self, case: Case, metric: str, value: float) -> None:
+        row = {
+            "op": case.op, "provider": case.provider, "mode": case.mode, "shape": format_shape(case.shape),
+            "dtype": case.dtype, "device": case.device, "metric": metric, "value": f"{value:.6g}",
+            **{k: v for k, v in self.context.items() if k in CSV_FIELDS},
+        }
+        self.rows.append(row)
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        is_new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+        with open(self.csv_path, "a", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
+            if is_new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def header(self) -> str:
+        c = self.context
+        env = f", env {c['env']}" if c["env"] else ""
+        return (
+            f"{self.device.upper()}, {c['timestamp'][:10]}, {c['machine']}, torch {c['torch']}, "
+            f"commit {c['commit']}{env}, load average {c['load']} at the start"
+        )
+
+
+@dataclass
+class BenchSession:
+    """The state of one pytest session: settings, recorder, CUDA copy bandwidth."""
+
+    settings: Settings
+    recorder: Recorder
+    copy_gbps: float | None = None
+
+    def measure(self, benchmark: BenchmarkFixture, case: Case) -> None:
+        """Times `case` with pytest-benchmark, then records its metrics."""
+        step = make_step(case)
+        benchmark.group = case.group
+        benchmark.extra_info.update(asdict(case))
+        benchmark.pedantic(
+            step.run, setup=step.setup, rounds=self.settings.rounds,
+            warmup_rounds=self.settings.warmup_rounds, iterations=1,
+        )
+        if benchmark.disabled:  # --benchmark-disable: ran once, nothing to record
+            return
+        del step  # free the inputs before the memory measurement
+        metrics = time_metrics(benchmark.stats.stats.data)
+        if self.settings.memory and case.mode in MEMORY_MODES:
+            metrics["peak_extra_mb"] = peak_extra_mb(case)
+        metrics.update(self._bandwidth(case, metrics["time_ms_median"]))
+        benchmark.extra_info.update(metrics)
+        for metric, value in metrics.items():
+            self.recorder.add(case, metric, value)
+
+    def _bandwidth(self, case: Case, median_ms: float) -> dict[str, float]:
+        bytes_moved = find_bench(case).bytes_moved
+        if case.device != "cuda" or case.provider != FUSED or bytes_moved is None:
+            return {}
+        if self.copy_gbps is None:
+            self.copy_gbps = copy_bandwidth_gbps()
+            copy = Case("copy", "torch", "copy", (1 << 28,), "float32", "cuda", case.module)
+            self.recorder.add(copy, "gbps", self.copy_gbps)
+        nbytes = bytes_moved(case.mode, case.shape, getattr(torch, case.dtype).itemsize)
+        gbps = nbytes / (median_ms * 1e-3) / 1e9
+        return {"gbps": gbps, "copy_fraction": gbps / self.copy_gbps}
+
+
+# ---------------------------------------------------------------- table
+
+
+def _sig3(value: float) -> str:
+    """Three significant digits without an exponent: 163, 36.6, 0.412."""
+    digits = 2 - math.floor(math.log10(abs(value))) if value else 1
+    return f"{value:.{max(0, digits)}f}"
+
+
+def markdown_table(rows: Sequence[dict[str, str]]) -> str:
+    """One line per (op, shape, dtype, mode): median ms per provider, torch/ssl_fast,
+    peak extra MiB per provider, and on CUDA ssl_fast's GB/s and fraction of copy."""
+    values: dict[tuple, dict[tuple[str, str], float]] = {}
+    providers: dict[str, None] = {}
+    for row in rows:
+        if row["op"] == "copy":
+            continue
+        key = (row["op"], row["shape"], row["dtype"], row["mode"])
+        values.setdefault(key, {})[(row["provider"], row["metric"])] = float(row["value"])
+        providers[row["provider"]] = None
+    order = sorted(providers, key=lambda p: (p != REFERENCE, p != FUSED))
+    metrics_seen = {metric for cells in values.values() for _, metric in cells}
+
+    columns: list[tuple[str, Callable[[dict], str]]] = [
+        (f"{p} ms", lambda c, p=p: _cell(c.get((p, "time_ms_median")), _sig3)) for p in order
+    ]
+    if REFERENCE in providers and FUSED in providers:
+        columns.append(("speed-up", _speedup))
+    if "peak_extra_mb" in metrics_seen:
+        columns += [
+            (f"{p} MiB", lambda c, p=p: _cell(c.get((p, "peak_extra_mb")), "{:.1f}".format)) for p in order
+        ]
+    if "gbps" in metrics_seen:
+        columns.append((f"{FUSED} GB/s", lambda c: _cell(c.get((FUSED, "gbps")), "{:.0f}".format)))
+        columns.append(("of copy", lambda c: _cell(c.get((FUSED, "copy_fraction")), "{:.0%}".format)))
+
+    names = ["op", "shape", "dtype", "mode"] + [name for name, _ in columns]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * 4 + "---:|" * len(columns)]
+    for key, cells in values.items():
+        lines.append("| " + " | ".join([*key, *(render(cells) for _, render in columns)]) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: float | None, fmt: Callable[[float], str]) -> str:
+    return "-" if value is None else fmt(value)
+
+
+def _speedup(cells: dict[tuple[str, str], float]) -> str:
+    ref, fused = cells.get((REFERENCE, "time_ms_median")), cells.get((FUSED, "time_ms_median"))
+    return "-" if ref is None or not fused else f"{ref / fused:.2f}x"
+
+
+def write_table(session: BenchSession) -> None:
+    """Writes the session's table, under a line that says where and how it was measured."""
+    text = f"{session.recorder.header()}\n\n{markdown_table(session.recorder.rows)}\n"
+    if session.copy_gbps is not None:
+        text += f"\nDevice-to-device copy: {session.copy_gbps:.0f} GB/s (read + write).\n"
+    session.settings.table_path.parent.mkdir(parents=True, exist_ok=True)
+    session.settings.table_path.write_text(text)
