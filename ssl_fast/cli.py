@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 # `bench` op name -> (benchmark file in benchmarks/, pytest -k expression selecting its cases).
 BENCH_OPS = {
@@ -71,12 +72,7 @@ def _bench_device(requested: str | None) -> str:
     return requested or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _bench(args: argparse.Namespace) -> int:
-    ops = _bench_ops(args.ops)
-    folder = _benchmarks_dir_on_path()
-    from benchmarks import harness
-
-    device = _bench_device(args.device)
+def _check_bench_options(args: argparse.Namespace, harness: ModuleType) -> None:
     for option, parse in (("sizes", harness.parse_shapes), ("dtypes", harness.parse_dtypes)):
         if getattr(args, option) is not None:
             try:
@@ -86,11 +82,14 @@ def _bench(args: argparse.Namespace) -> int:
     if args.rounds is not None and args.rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {args.rounds}")
 
+
+def _pytest_command(
+    args: argparse.Namespace, ops: list[str], folder: Path, device: str, table: Path
+) -> list[str]:
     files = list(dict.fromkeys(str(folder / BENCH_OPS[op][0]) for op in ops))
-    table = harness.DEFAULT_TABLE
     command = [
         sys.executable, "-m", "pytest", *files, "--benchmark-only", "-q", "-p", "no:cacheprovider",
-        "--benchmark-quiet",  # its wide table; the short one is printed below
+        "--benchmark-quiet",  # its wide table; the short one is printed at the end
         "-k", " or ".join(BENCH_OPS[op][1] for op in ops),
         "--bench-device", device, "--bench-table", str(table),
     ]
@@ -98,26 +97,30 @@ def _bench(args: argparse.Namespace) -> int:
                           ("--bench-rounds", args.rounds), ("--bench-csv", args.csv),
                           ("--benchmark-json", args.json)):
         if value is not None:
-            command += [option, str(Path(value).resolve()) if isinstance(value, Path) else str(value)]
+            command += [option, str(value.resolve()) if isinstance(value, Path) else str(value)]
     if args.no_memory:
         command.append("--bench-no-memory")
+    return command
 
-    table.unlink(missing_ok=True)
-    status = subprocess.run(command, cwd=folder.parent).returncode
+
+def _bench(args: argparse.Namespace) -> int:
+    ops = _bench_ops(args.ops)
+    folder = benchmarks_dir()
+    if str(folder.parent) not in sys.path:  # import the harness as the package `benchmarks`
+        sys.path.insert(0, str(folder.parent))
+    from benchmarks import harness
+
+    device = _bench_device(args.device)
+    _check_bench_options(args, harness)
+    table = (args.table or harness.DEFAULT_TABLE).resolve()
+    table.unlink(missing_ok=True)  # so that a failed run cannot show an old table
+    status = subprocess.run(_pytest_command(args, ops, folder, device, table), cwd=folder.parent).returncode
     if status != 0:
         print(f"ssl_fast: error: the benchmarks failed (pytest exit status {status})", file=sys.stderr)
         return 1
     print(table.read_text(), end="")
     print(f"\nrows appended to {(args.csv or harness.DEFAULT_CSV).resolve()}; table in {table}")
     return 0
-
-
-def _benchmarks_dir_on_path() -> Path:
-    """benchmarks_dir(), importable as the package `benchmarks`."""
-    folder = benchmarks_dir()
-    if str(folder.parent) not in sys.path:
-        sys.path.insert(0, str(folder.parent))
-    return folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtypes", help="dtypes instead of the defaults, e.g. float32,bf16")
     bench.add_argument("--rounds", type=int, help="timed rounds per case (default: 10 on cpu, 100 on cuda)")
     bench.add_argument("--csv", type=Path, help="CSV to append rows to (default: benchmarks/out/results.csv)")
+    bench.add_argument("--table", type=Path, help="markdown table file (default: benchmarks/out/table.md)")
     bench.add_argument("--json", type=Path, help="also save pytest-benchmark's JSON report here")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     bench.set_defaults(func=_bench)
