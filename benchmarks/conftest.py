@@ -54,7 +54,8 @@ def _settings(config: pytest.Config) -> Settings:
     device = config.getoption("bench_device") or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError("--bench-device cuda: no CUDA GPU is available to this torch")
-    rounds = config.getoption("bench_rounds") or _DEFAULT_ROUNDS[device]
+    rounds = config.getoption("bench_rounds")
+    rounds = _DEFAULT_ROUNDS[device] if rounds is None else rounds
     if rounds < 1:
         raise pytest.UsageError(f"--bench-rounds must be at least 1, got {rounds}")
     sizes, dtypes = config.getoption("bench_sizes"), config.getoption("bench_dtypes")
