@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 # `bench` op name -> (benchmark file in benchmarks/, pytest -k expression selecting its cases).
 BENCH_OPS = {
@@ -123,8 +124,15 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, as the handlers' errors (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ssl_fast: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ssl_fast", description=__doc__)
+    parser = _Parser(prog="python -m ssl_fast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="versions, build flags and the kernels present for each op")
     info.add_argument("--json", action="store_true", help="print the record as JSON")
