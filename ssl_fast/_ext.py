@@ -57,8 +57,6 @@ def use_kernel(op: str, tensor: torch.Tensor) -> bool:
     return _use_kernel(op, tensor.device.type)
 
 
-# A compiled graph takes the decision once, when it is traced.
-@torch.compiler.assume_constant_result
 def _use_kernel(op: str, device_type: str) -> bool:
     mode = backend_mode()
     if mode == "torch":
@@ -75,6 +73,12 @@ def _use_kernel(op: str, device_type: str) -> bool:
             f"ssl_fast: {op} runs its PyTorch reference because {reason}", RuntimeWarning, stacklevel=4
         )
     return False
+
+
+# A compiled graph takes the decision once, when it is traced. This is what
+# torch.compiler.assume_constant_result does, without importing torch._dynamo
+# (seconds) into every process that imports ssl_fast.
+_use_kernel._dynamo_marked_constant = True
 
 
 def build_info() -> dict:
