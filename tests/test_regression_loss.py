@@ -605,7 +605,7 @@ def test_bad_arguments(loss):
 
 @requires_cuda
 @pytest.mark.parametrize("loss", [SMOOTH_L1, MSE], ids=str)
-def test_mixed_devices(loss):
+def test_mixed_devices_cuda(loss):
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError, match=r"input is on cpu but target is on cuda"):
         loss.ours(x, x.cuda())
