@@ -16,9 +16,8 @@ FLOAT_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 # The slack of the accuracy criterion (assert_accurate), per dtype: ssl_fast's largest error
 # against float64 may exceed torch's (in the same dtype) by TOL[dtype] times the largest
 # |float64 result|, plus one subnormal step. For the 16-bit types that is one rounding step:
-# ssl_fast rounds an fp32 result once, yet may land on the other side of torch's rounding, and
-# a saved gradient scaled by grad_output != 1 is rounded twice. For float32 and float64 it is
-# summation-order noise over millions of elements.
+# ssl_fast rounds an fp32 result once, yet may land on the other side of torch's rounding.
+# For float32 and float64 it is summation-order noise over millions of elements.
 TOL = {
     torch.float64: 1e-12,
     torch.float32: 2e-6,

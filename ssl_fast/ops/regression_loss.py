@@ -3,7 +3,9 @@
 One pass over input and target gives the reduced loss. When the input needs a
 gradient, the same pass writes d loss / d input (the forward on the CPU), so that
 the usual `loss.backward()` (grad_output == 1) costs no further pass; otherwise the
-backward op recomputes the gradient in one pass from input and target.
+backward op recomputes the gradient in one pass from input and target. With
+create_graph=True the backward runs the PyTorch formula instead, so that second
+derivatives exist.
 """
 
 from __future__ import annotations
@@ -80,6 +82,21 @@ def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return grad if grad.shape == shape else grad.sum_to_size(shape)
 
 
+def _reference_grads(name, ctx, grad_loss, input, target, weight) -> tuple:
+    """Gradients through the PyTorch formula of the op, recorded for higher-order autograd."""
+    *params, reduction = ctx.params
+    pairs = [(t, need) for t, need in zip((input, target), ctx.needs_input_grad[:2])]
+    wanted = [t for t, need in pairs if need]
+    with torch.enable_grad():
+        loss = getattr(reference, name)(input, target, *params, reduction="none")
+        if weight is not None:
+            loss = loss * weight
+        if reduction != _NONE:
+            loss = loss.sum() if reduction == _SUM else loss.mean()
+        grads = iter(torch.autograd.grad(loss, wanted, grad_loss, create_graph=True))
+    return tuple(next(grads) if need else None for _, need in pairs)
+
+
 def _register(name: str) -> None:
     """Fake kernels and autograd for ssl_fast::<name> and ssl_fast::<name>_backward.
     Schemas: name(input, target, *params, reduction, weight, compute_grad) -> (loss, grad)
@@ -113,15 +130,18 @@ def _register(name: str) -> None:
     def backward(ctx, grad_loss, _grad_of_grad):
         input, target, weight = ctx.saved_tensors
         saved, ctx.forward_grad = ctx.forward_grad, None
+        unused = (None,) * (len(ctx.params) + 2)
         if grad_loss is None:
-            return (None,) * (len(ctx.params) + 4)
-        if saved is not None:
-            grad = saved if _grad_output_is_one(grad_loss) else saved * grad_loss
-        else:
+            return (None, None) + unused
+        if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
+            return _reference_grads(name, ctx, grad_loss, input, target, weight) + unused
+        if saved is not None and _grad_output_is_one(grad_loss):
+            grad = saved
+        else:  # recomputed rather than scaled, so that 16-bit gradients are rounded once
             grad = backward_op(grad_loss, input, target, *ctx.params, weight)
         grad_input = _sum_to(grad, ctx.shapes[0]) if ctx.needs_input_grad[0] else None
         grad_target = _sum_to(-grad, ctx.shapes[1]) if ctx.needs_input_grad[1] else None
-        return (grad_input, grad_target) + (None,) * (len(ctx.params) + 2)
+        return (grad_input, grad_target) + unused
 
     torch.library.register_autograd(f"ssl_fast::{name}", backward, setup_context=setup_context)
 
