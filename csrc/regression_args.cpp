@@ -59,4 +59,19 @@ at::TensorIterator regression_iter(
   return config.build();
 }
 
+void check_grad_output(const char* op, const at::Tensor& grad_output, const RegressionCall& c) {
+  const auto dtype = c.input.scalar_type();
+  TORCH_CHECK(grad_output.device() == c.input.device(), op, ": grad_output is on ",
+              grad_output.device(), " but input is on ", c.input.device());
+  TORCH_CHECK(grad_output.scalar_type() == dtype, op, ": grad_output dtype ",
+              grad_output.scalar_type(), " differs from input dtype ", dtype);
+  if (c.reduces()) {
+    TORCH_CHECK(grad_output.dim() == 0, op, ": grad_output of a reduced loss must be 0-dim, got shape ",
+                grad_output.sizes());
+  } else {
+    TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(c.shape), op, ": grad_output of shape ",
+                grad_output.sizes(), " does not match the loss shape ", c10::IntArrayRef(c.shape));
+  }
+}
+
 }  // namespace ssl_fast

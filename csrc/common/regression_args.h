@@ -5,6 +5,7 @@
 #include <ATen/TensorIterator.h>
 
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "regression.h"
@@ -37,5 +38,22 @@ at::ScalarType accumulate_type(at::ScalarType t);
 // accumulation type) and never allocating or resizing.
 at::TensorIterator regression_iter(
     const std::vector<at::Tensor>& outputs, const std::vector<at::Tensor>& inputs);
+
+// Checks the grad_output of a backward against its call: device and dtype of the
+// input; 0-dim for a reducing reduction, else the loss shape.
+void check_grad_output(const char* op, const at::Tensor& grad_output, const RegressionCall& c);
+
+// The iterator inputs of a call: input, target and, when given, the weight.
+inline std::vector<at::Tensor> inputs_of(const RegressionCall& c) {
+  std::vector<at::Tensor> inputs{c.input, c.target};
+  if (c.weight.defined()) inputs.push_back(c.weight);
+  return inputs;
+}
+
+// Runs body(std::integral_constant<bool, weighted>) for the call's weight.
+template <typename Body>
+void with_weight(const RegressionCall& c, Body&& body) {
+  c.weight.defined() ? body(std::true_type{}) : body(std::false_type{});
+}
 
 }  // namespace ssl_fast

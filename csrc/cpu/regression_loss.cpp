@@ -80,18 +80,6 @@ void grad_run(char** p, const int64_t* s, int64_t n, const Loss& f, acc_t scale)
   }
 }
 
-// Runs body(std::integral_constant<bool, weighted>) for the call's weight.
-template <typename Body>
-void with_weight(const RegressionCall& c, Body&& body) {
-  c.weight.defined() ? body(std::true_type{}) : body(std::false_type{});
-}
-
-std::vector<at::Tensor> inputs_of(const RegressionCall& c) {
-  std::vector<at::Tensor> inputs{c.input, c.target};
-  if (c.weight.defined()) inputs.push_back(c.weight);
-  return inputs;
-}
-
 template <template <typename> class LossT, typename... Args>
 std::tuple<at::Tensor, at::Tensor> forward(
     const char* op, const RegressionCall& c, bool compute_grad, Args... args) {
@@ -133,18 +121,8 @@ std::tuple<at::Tensor, at::Tensor> forward(
 
 template <template <typename> class LossT, typename... Args>
 at::Tensor backward(const char* op, const at::Tensor& grad_output, const RegressionCall& c, Args... args) {
+  check_grad_output(op, grad_output, c);
   const auto dtype = c.input.scalar_type();
-  TORCH_CHECK(grad_output.device() == c.input.device(), op, ": grad_output is on ",
-              grad_output.device(), " but input is on ", c.input.device());
-  TORCH_CHECK(grad_output.scalar_type() == dtype, op, ": grad_output dtype ",
-              grad_output.scalar_type(), " differs from input dtype ", dtype);
-  if (c.reduces()) {
-    TORCH_CHECK(grad_output.dim() == 0, op, ": grad_output of a reduced loss must be 0-dim, got shape ",
-                grad_output.sizes());
-  } else {
-    TORCH_CHECK(grad_output.sizes() == c10::IntArrayRef(c.shape), op, ": grad_output of shape ",
-                grad_output.sizes(), " does not match the loss shape ", c10::IntArrayRef(c.shape));
-  }
   at::Tensor grad = empty(c.shape, dtype);
   auto inputs = inputs_of(c);
   if (!c.reduces()) inputs.insert(inputs.begin(), grad_output);
