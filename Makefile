@@ -1,6 +1,8 @@
 # Developer entry points. `make test` works on a fresh machine: it creates .venv,
 # installs a CPU build of torch, builds ssl_fast._C in place and runs pytest.
 # Another torch: `make test TORCH_SPEC='torch==2.14.1' VENV=.venv-gpu`.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -10,7 +12,7 @@ DEPS := numpy pytest pytest-benchmark ninja pybind11 setuptools wheel ruff
 # `make cuda-check` compiles every CUDA source against a CUDA build of torch (no GPU needed).
 CUDA_VENV ?= .venv-cuda
 CUDA_TORCH_SPEC ?= torch==2.14.1
-CUDA_PY := $(CUDA_VENV)/bin/python
+CUDA_PY := $(abspath $(CUDA_VENV))/bin/python
 CUDA_BUILD := build/cuda-check
 
 .PHONY: all venv build test bench demo lint cuda-check clean
@@ -50,8 +52,9 @@ $(CUDA_VENV)/.ready:
 
 cuda-check: $(CUDA_VENV)/.ready
 	SSL_FAST_CUDA=1 $(CUDA_PY) setup.py -q build --build-base $(CUDA_BUILD)
-	cd $(CUDA_BUILD) && PYTHONPATH=$$(ls -d $(CURDIR)/$(CUDA_BUILD)/lib.*) $(CURDIR)/$(CUDA_PY) -m ssl_fast info \
-		| tee info.txt && ! grep -E '^[a-z_0-9]+ +(yes|no) +no$$' info.txt
+	# Every op must list a CUDA kernel in the built binary.
+	cd $(CUDA_BUILD) && PYTHONPATH=$$(ls -d $(CURDIR)/$(CUDA_BUILD)/lib.*) $(CUDA_PY) -m ssl_fast info | tee info.txt
+	! grep -E '^[a-z_0-9]+ +(yes|no) +no$$' $(CUDA_BUILD)/info.txt
 
 clean:
 	rm -rf build ssl_fast/*.so .pytest_cache

@@ -83,7 +83,7 @@ def _extensions():
     # -fno-trapping-math lets GCC if-convert the clamps and selects of the loss
     # functors and so vectorise them; no result changes (NaN and inf included).
     cxx = ["-O0", "-g"] if debug else ["-O3", "-fno-trapping-math"]
-    nvcc = ["-O0", "-g", "-G"] if debug else ["-O3", "-lineinfo"]
+    nvcc = (["-O0", "-g", "-G"] if debug else ["-O3", "-lineinfo"]) + ["--threads", "2"]  # archs in parallel
     if debug:
         macros.append(("SSL_FAST_DEBUG", None))
     # at::parallel_for is inlined into the extension and runs serially unless the

@@ -1,8 +1,26 @@
 #include "common/regression_args.h"
 
-#include <ATen/ExpandUtils.h>
+#include <algorithm>
 
 namespace ssl_fast {
+
+namespace {
+
+// The broadcast of two shapes, or nothing when they do not broadcast (at::infer_size
+// would throw a message that does not name the op).
+std::optional<std::vector<int64_t>> broadcast(c10::IntArrayRef a, c10::IntArrayRef b) {
+  const size_t n = std::max(a.size(), b.size());
+  std::vector<int64_t> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t da = i < a.size() ? a[a.size() - 1 - i] : 1;
+    const int64_t db = i < b.size() ? b[b.size() - 1 - i] : 1;
+    if (da != db && da != 1 && db != 1) return std::nullopt;
+    out[n - 1 - i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+}  // namespace
 
 at::ScalarType accumulate_type(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
@@ -28,7 +46,10 @@ RegressionCall check_regression_call(
   call.input = input;
   call.target = target;
   call.reduction = static_cast<Reduction>(reduction);
-  auto shape = at::infer_size(input.sizes(), target.sizes());
+  auto shape = broadcast(input.sizes(), target.sizes());
+  TORCH_CHECK(
+      shape.has_value(), op, ": input of shape ", input.sizes(), " and target of shape ", target.sizes(),
+      " do not broadcast");
   if (weight.has_value() && weight->defined()) {
     const auto& w = *weight;
     TORCH_CHECK(
@@ -38,12 +59,12 @@ RegressionCall check_regression_call(
         w.scalar_type() == accumulate_type(dt), op, ": weight must be ", accumulate_type(dt),
         " for ", dt, " input, got ", w.scalar_type());
     TORCH_CHECK(
-        at::infer_size(w.sizes(), shape) == shape, op, ": weight of shape ", w.sizes(),
-        " does not broadcast to the loss shape ", c10::IntArrayRef(shape));
+        broadcast(w.sizes(), *shape) == shape, op, ": weight of shape ", w.sizes(),
+        " does not broadcast to the loss shape ", c10::IntArrayRef(*shape));
     call.weight = w;
   }
-  call.numel = c10::multiply_integers(shape);
-  call.shape = std::move(shape);
+  call.numel = c10::multiply_integers(*shape);
+  call.shape = std::move(*shape);
   return call;
 }
 

@@ -3,7 +3,8 @@
 // Bytes for n fp32 elements, forward + backward with input.requires_grad and
 // a reducing reduction: the forward reads input and target and writes
 // d loss / d input (12n); a backward with grad_output == 1 returns that tensor
-// as it is (0), otherwise it scales it (8n). torch's F.smooth_l1_loss writes
+// as it is (0), otherwise it recomputes it (12n: scaling the saved one would
+// round 16-bit gradients twice for 4n less). torch's F.smooth_l1_loss writes
 // and re-reads an elementwise loss (16n) and recomputes in the backward (12n):
 // 28n, and two freshly faulted n-sized buffers.
 #include <ATen/Dispatch.h>
