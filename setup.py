@@ -77,7 +77,8 @@ def _extensions():
     debug = _env_flag("DEBUG") == "1"
 
     here = os.path.dirname(os.path.abspath(__file__))
-    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     archs = ""
     macros = [("SSL_FAST_BUILD_TORCH", f'"{torch.__version__}"')]
     # -fno-trapping-math lets GCC if-convert the clamps and selects of the loss

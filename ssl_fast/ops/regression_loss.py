@@ -44,7 +44,8 @@ def _validate(
         ) from None
     if mask is not None:
         if not isinstance(mask, torch.Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
-            raise TypeError(f"{name}: mask must be a bool or floating-point tensor, got {getattr(mask, 'dtype', mask)}")
+            got = getattr(mask, "dtype", type(mask).__name__)
+            raise TypeError(f"{name}: mask must be a bool or floating-point tensor, got {got}")
         if mask.device != input.device:
             raise ValueError(f"{name}: mask is on {mask.device} but input is on {input.device}")
         if mask.dim() > len(shape) or tuple(mask.shape) != shape[: mask.dim()]:
@@ -85,7 +86,7 @@ def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 def _reference_grads(name, ctx, grad_loss, input, target, weight) -> tuple:
     """Gradients through the PyTorch formula of the op, recorded for higher-order autograd."""
     *params, reduction = ctx.params
-    pairs = [(t, need) for t, need in zip((input, target), ctx.needs_input_grad[:2])]
+    pairs = list(zip((input, target), ctx.needs_input_grad[:2], strict=True))
     wanted = [t for t, need in pairs if need]
     with torch.enable_grad():
         loss = getattr(reference, name)(input, target, *params, reduction="none")
