@@ -11,7 +11,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
-#include "../common/regression_args.h"
+#include "../common/regression_ops.h"
 #include "alloc.h"
 #include "loops.h"
 
@@ -81,112 +81,78 @@ void grad_run(char** p, const int64_t* s, int64_t n, const Loss& f, acc_t scale)
   }
 }
 
-template <template <typename> class LossT, typename... Args>
-std::tuple<at::Tensor, at::Tensor> forward(
-    const char* op, const RegressionCall& c, bool compute_grad, Args... args) {
-  TORCH_CHECK(!compute_grad || c.reduces(), op, ": compute_grad needs reduction mean or sum");
-  const auto dtype = c.input.scalar_type();
-  at::Tensor loss = c.reduces() ? at::empty({}, c.input.options()) : empty(c.shape, dtype);
-  at::Tensor grad = compute_grad ? empty(c.shape, dtype) : at::empty({0}, c.input.options());
-  std::vector<at::Tensor> outputs;
-  if (!c.reduces()) outputs.push_back(loss);
-  if (compute_grad) outputs.push_back(grad);
-  auto iter = regression_iter(outputs, inputs_of(c));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ssl_fast_regression_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const LossT<acc_t> f(args...);
-    const auto scale = static_cast<acc_t>(c.grad_scale());
-    with_weight(c, [&](auto weighted) {
-      constexpr bool kW = decltype(weighted)::value;
-      if (!c.reduces()) {
-        parallel_runs(iter, [&](char** p, const int64_t* s, int64_t n) {
-          dense(iter, s) ? loss_run<scalar_t, acc_t, true, kW>(p, s, n, f)
-                         : loss_run<scalar_t, acc_t, false, kW>(p, s, n, f);
-        });
-        return;
-      }
-      auto total = [&](auto with_grad) {
-        constexpr bool kG = decltype(with_grad)::value;
-        return parallel_sum(iter, [&](char** p, const int64_t* s, int64_t n) -> double {
-          return dense(iter, s) ? sum_run<scalar_t, acc_t, true, kW, kG>(p, s, n, f, scale)
-                                : sum_run<scalar_t, acc_t, false, kW, kG>(p, s, n, f, scale);
-        });
-      };
-      const double sum = compute_grad ? total(std::true_type{}) : total(std::false_type{});
-      // An empty mean is 0/0 = NaN, as in torch.
-      loss.fill_(c.reduction == Reduction::Mean ? sum / static_cast<double>(c.numel) : sum);
+// The passes of this backend, for RegressionOps (common/regression_ops.h).
+struct Passes {
+  template <template <typename> class LossT, typename... Args>
+  static std::tuple<at::Tensor, at::Tensor> forward(
+      const char* op, const RegressionCall& c, bool compute_grad, Args... args) {
+    TORCH_CHECK(!compute_grad || c.reduces(), op, ": compute_grad needs reduction mean or sum");
+    const auto dtype = c.input.scalar_type();
+    at::Tensor loss = c.reduces() ? at::empty({}, c.input.options()) : empty(c.shape, dtype);
+    at::Tensor grad = compute_grad ? empty(c.shape, dtype) : at::empty({0}, c.input.options());
+    std::vector<at::Tensor> outputs;
+    if (!c.reduces()) outputs.push_back(loss);
+    if (compute_grad) outputs.push_back(grad);
+    auto iter = regression_iter(outputs, inputs_of(c));
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ssl_fast_regression_cpu", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const LossT<acc_t> f(args...);
+      const auto scale = static_cast<acc_t>(c.grad_scale());
+      with_weight(c, [&](auto weighted) {
+        constexpr bool kW = decltype(weighted)::value;
+        if (!c.reduces()) {
+          parallel_runs(iter, [&](char** p, const int64_t* s, int64_t n) {
+            dense(iter, s) ? loss_run<scalar_t, acc_t, true, kW>(p, s, n, f)
+                           : loss_run<scalar_t, acc_t, false, kW>(p, s, n, f);
+          });
+          return;
+        }
+        auto total = [&](auto with_grad) {
+          constexpr bool kG = decltype(with_grad)::value;
+          return parallel_sum(iter, [&](char** p, const int64_t* s, int64_t n) -> double {
+            return dense(iter, s) ? sum_run<scalar_t, acc_t, true, kW, kG>(p, s, n, f, scale)
+                                  : sum_run<scalar_t, acc_t, false, kW, kG>(p, s, n, f, scale);
+          });
+        };
+        const double sum = compute_grad ? total(std::true_type{}) : total(std::false_type{});
+        // An empty mean is 0/0 = NaN, as in torch.
+        loss.fill_(c.reduction == Reduction::Mean ? sum / static_cast<double>(c.numel) : sum);
+      });
     });
-  });
-  return {loss, grad};
-}
+    return {loss, grad};
+  }
 
-template <template <typename> class LossT, typename... Args>
-at::Tensor backward(const char* op, const at::Tensor& grad_output, const RegressionCall& c, Args... args) {
-  check_grad_output(op, grad_output, c);
-  const auto dtype = c.input.scalar_type();
-  at::Tensor grad = empty(c.shape, dtype);
-  auto inputs = inputs_of(c);
-  if (!c.reduces()) inputs.insert(inputs.begin(), grad_output);
-  auto iter = regression_iter({grad}, inputs);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ssl_fast_regression_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const LossT<acc_t> f(args...);
-    const auto scale = static_cast<acc_t>(
-        c.grad_scale() * (c.reduces() ? static_cast<double>(grad_output.item<scalar_t>()) : 1.0));
-    with_weight(c, [&](auto weighted) {
-      constexpr bool kW = decltype(weighted)::value;
-      auto pass = [&](auto per_element) {
-        constexpr bool kGo = decltype(per_element)::value;
-        parallel_runs(iter, [&](char** p, const int64_t* s, int64_t n) {
-          dense(iter, s) ? grad_run<scalar_t, acc_t, true, kW, kGo>(p, s, n, f, scale)
-                         : grad_run<scalar_t, acc_t, false, kW, kGo>(p, s, n, f, scale);
-        });
-      };
-      c.reduces() ? pass(std::false_type{}) : pass(std::true_type{});
+  template <template <typename> class LossT, typename... Args>
+  static at::Tensor backward(const char* op, const at::Tensor& grad_output, const RegressionCall& c, Args... args) {
+    check_grad_output(op, grad_output, c);
+    const auto dtype = c.input.scalar_type();
+    at::Tensor grad = empty(c.shape, dtype);
+    auto inputs = inputs_of(c);
+    if (!c.reduces()) inputs.insert(inputs.begin(), grad_output);
+    auto iter = regression_iter({grad}, inputs);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ssl_fast_regression_cpu", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const LossT<acc_t> f(args...);
+      const auto scale = static_cast<acc_t>(
+          c.grad_scale() * (c.reduces() ? static_cast<double>(grad_output.item<scalar_t>()) : 1.0));
+      with_weight(c, [&](auto weighted) {
+        constexpr bool kW = decltype(weighted)::value;
+        auto pass = [&](auto per_element) {
+          constexpr bool kGo = decltype(per_element)::value;
+          parallel_runs(iter, [&](char** p, const int64_t* s, int64_t n) {
+            dense(iter, s) ? grad_run<scalar_t, acc_t, true, kW, kGo>(p, s, n, f, scale)
+                           : grad_run<scalar_t, acc_t, false, kW, kGo>(p, s, n, f, scale);
+          });
+        };
+        c.reduces() ? pass(std::false_type{}) : pass(std::true_type{});
+      });
     });
-  });
-  return grad;
-}
-
-std::tuple<at::Tensor, at::Tensor> smooth_l1_loss(
-    const at::Tensor& input, const at::Tensor& target, double beta, int64_t reduction,
-    const std::optional<at::Tensor>& weight, bool compute_grad) {
-  constexpr const char* op = "ssl_fast::smooth_l1_loss";
-  TORCH_CHECK(beta >= 0, op, ": beta must be >= 0, got ", beta);
-  const auto c = check_regression_call(op, input, target, weight, reduction);
-  return beta == 0 ? forward<L1>(op, c, compute_grad) : forward<SmoothL1>(op, c, compute_grad, beta);
-}
-
-at::Tensor smooth_l1_loss_backward(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target, double beta,
-    int64_t reduction, const std::optional<at::Tensor>& weight) {
-  constexpr const char* op = "ssl_fast::smooth_l1_loss_backward";
-  TORCH_CHECK(beta >= 0, op, ": beta must be >= 0, got ", beta);
-  const auto c = check_regression_call(op, input, target, weight, reduction);
-  return beta == 0 ? backward<L1>(op, grad_output, c) : backward<SmoothL1>(op, grad_output, c, beta);
-}
-
-std::tuple<at::Tensor, at::Tensor> mse_loss(
-    const at::Tensor& input, const at::Tensor& target, int64_t reduction,
-    const std::optional<at::Tensor>& weight, bool compute_grad) {
-  constexpr const char* op = "ssl_fast::mse_loss";
-  return forward<Squared>(op, check_regression_call(op, input, target, weight, reduction), compute_grad);
-}
-
-at::Tensor mse_loss_backward(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
-    int64_t reduction, const std::optional<at::Tensor>& weight) {
-  constexpr const char* op = "ssl_fast::mse_loss_backward";
-  return backward<Squared>(op, grad_output, check_regression_call(op, input, target, weight, reduction));
-}
+    return grad;
+  }
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ssl_fast, CPU, m) {
-  m.impl("smooth_l1_loss", &smooth_l1_loss);
-  m.impl("smooth_l1_loss_backward", &smooth_l1_loss_backward);
-  m.impl("mse_loss", &mse_loss);
-  m.impl("mse_loss_backward", &mse_loss_backward);
-}
+TORCH_LIBRARY_IMPL(ssl_fast, CPU, m) { RegressionOps<Passes>::impl(m); }
 
 }  // namespace ssl_fast::cpu

@@ -43,7 +43,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "../common/regression_args.h"
+#include "../common/regression_ops.h"
 
 namespace ssl_fast::cuda {
 namespace {
@@ -283,103 +283,69 @@ at::TensorIterator make_iter(
   return regression_iter(outputs, inputs);
 }
 
-template <template <typename> class LossT, typename... Args>
-std::tuple<at::Tensor, at::Tensor> forward(
-    const char* op, const RegressionCall& c, bool compute_grad, Args... args) {
-  TORCH_CHECK(!compute_grad || c.reduces(), op, ": compute_grad needs reduction mean or sum");
-  const c10::cuda::CUDAGuard guard(c.input.device());
-  const auto options = c.input.options();
-  at::Tensor loss = c.reduces() ? at::empty({}, options) : at::empty(c.shape, options);
-  at::Tensor grad = compute_grad ? at::empty(c.shape, options) : at::empty({0}, options);
-  std::vector<at::Tensor> outputs;
-  if (!c.reduces()) outputs.push_back(loss);
-  if (compute_grad) outputs.push_back(grad);
-  const auto iter = make_iter(outputs, inputs_of(c), c);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.input.scalar_type(), "ssl_fast_regression_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    Params<scalar_t, LossT<acc_t>> prm{LossT<acc_t>(args...), c.grad_scale(), nullptr, nullptr};
-    with_weight(c, [&](auto weighted) {
-      constexpr bool kW = decltype(weighted)::value;
-      if (!c.reduces()) {
-        run_pass<Pass::Loss, kW>(iter, prm);
-        return;
-      }
-      int64_t blocks = 0;
-      for_each_piece(iter, [&](const at::TensorIteratorBase& piece) {
-        blocks += grid_size(piece.numel(), kVecOf<scalar_t>);
+// The passes of this backend, for RegressionOps (common/regression_ops.h).
+struct Passes {
+  template <template <typename> class LossT, typename... Args>
+  static std::tuple<at::Tensor, at::Tensor> forward(
+      const char* op, const RegressionCall& c, bool compute_grad, Args... args) {
+    TORCH_CHECK(!compute_grad || c.reduces(), op, ": compute_grad needs reduction mean or sum");
+    const c10::cuda::CUDAGuard guard(c.input.device());
+    const auto options = c.input.options();
+    at::Tensor loss = c.reduces() ? at::empty({}, options) : at::empty(c.shape, options);
+    at::Tensor grad = compute_grad ? at::empty(c.shape, options) : at::empty({0}, options);
+    std::vector<at::Tensor> outputs;
+    if (!c.reduces()) outputs.push_back(loss);
+    if (compute_grad) outputs.push_back(grad);
+    const auto iter = make_iter(outputs, inputs_of(c), c);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.input.scalar_type(), "ssl_fast_regression_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      Params<scalar_t, LossT<acc_t>> prm{LossT<acc_t>(args...), c.grad_scale(), nullptr, nullptr};
+      with_weight(c, [&](auto weighted) {
+        constexpr bool kW = decltype(weighted)::value;
+        if (!c.reduces()) {
+          run_pass<Pass::Loss, kW>(iter, prm);
+          return;
+        }
+        int64_t blocks = 0;
+        for_each_piece(iter, [&](const at::TensorIteratorBase& piece) {
+          blocks += grid_size(piece.numel(), kVecOf<scalar_t>);
+        });
+        const at::Tensor partials = at::empty({blocks}, options.dtype(at::kDouble));
+        prm.partials = partials.data_ptr<double>();
+        compute_grad ? run_pass<Pass::SumGrad, kW>(iter, prm) : run_pass<Pass::Sum, kW>(iter, prm);
+        finish_sum<<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            prm.partials, blocks, c.numel, c.reduction == Reduction::Mean, loss.data_ptr<scalar_t>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
-      const at::Tensor partials = at::empty({blocks}, options.dtype(at::kDouble));
-      prm.partials = partials.data_ptr<double>();
-      compute_grad ? run_pass<Pass::SumGrad, kW>(iter, prm) : run_pass<Pass::Sum, kW>(iter, prm);
-      finish_sum<<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-          prm.partials, blocks, c.numel, c.reduction == Reduction::Mean, loss.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-  });
-  return {loss, grad};
-}
+    return {loss, grad};
+  }
 
-template <template <typename> class LossT, typename... Args>
-at::Tensor backward(const char* op, const at::Tensor& grad_output, const RegressionCall& c, Args... args) {
-  check_grad_output(op, grad_output, c);
-  const c10::cuda::CUDAGuard guard(c.input.device());
-  at::Tensor grad = at::empty(c.shape, c.input.options());
-  auto inputs = inputs_of(c);
-  if (!c.reduces()) inputs.insert(inputs.begin(), grad_output);
-  const auto iter = make_iter({grad}, inputs, c);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.input.scalar_type(), "ssl_fast_regression_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    // A reduced grad_output is read by the kernel through its pointer: no synchronisation.
-    const Params<scalar_t, LossT<acc_t>> prm{
-        LossT<acc_t>(args...), c.grad_scale(), c.reduces() ? grad_output.const_data_ptr<scalar_t>() : nullptr,
-        nullptr};
-    with_weight(c, [&](auto weighted) {
-      constexpr bool kW = decltype(weighted)::value;
-      c.reduces() ? run_pass<Pass::Grad, kW>(iter, prm) : run_pass<Pass::GradEach, kW>(iter, prm);
+  template <template <typename> class LossT, typename... Args>
+  static at::Tensor backward(const char* op, const at::Tensor& grad_output, const RegressionCall& c, Args... args) {
+    check_grad_output(op, grad_output, c);
+    const c10::cuda::CUDAGuard guard(c.input.device());
+    at::Tensor grad = at::empty(c.shape, c.input.options());
+    auto inputs = inputs_of(c);
+    if (!c.reduces()) inputs.insert(inputs.begin(), grad_output);
+    const auto iter = make_iter({grad}, inputs, c);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.input.scalar_type(), "ssl_fast_regression_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      // A reduced grad_output is read by the kernel through its pointer: no synchronisation.
+      const Params<scalar_t, LossT<acc_t>> prm{
+          LossT<acc_t>(args...), c.grad_scale(), c.reduces() ? grad_output.const_data_ptr<scalar_t>() : nullptr,
+          nullptr};
+      with_weight(c, [&](auto weighted) {
+        constexpr bool kW = decltype(weighted)::value;
+        c.reduces() ? run_pass<Pass::Grad, kW>(iter, prm) : run_pass<Pass::GradEach, kW>(iter, prm);
+      });
     });
-  });
-  return grad;
-}
-
-std::tuple<at::Tensor, at::Tensor> smooth_l1_loss(
-    const at::Tensor& input, const at::Tensor& target, double beta, int64_t reduction,
-    const std::optional<at::Tensor>& weight, bool compute_grad) {
-  constexpr const char* op = "ssl_fast::smooth_l1_loss";
-  TORCH_CHECK(beta >= 0, op, ": beta must be >= 0, got ", beta);
-  const auto c = check_regression_call(op, input, target, weight, reduction);
-  return beta == 0 ? forward<L1>(op, c, compute_grad) : forward<SmoothL1>(op, c, compute_grad, beta);
-}
-
-at::Tensor smooth_l1_loss_backward(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target, double beta,
-    int64_t reduction, const std::optional<at::Tensor>& weight) {
-  constexpr const char* op = "ssl_fast::smooth_l1_loss_backward";
-  TORCH_CHECK(beta >= 0, op, ": beta must be >= 0, got ", beta);
-  const auto c = check_regression_call(op, input, target, weight, reduction);
-  return beta == 0 ? backward<L1>(op, grad_output, c) : backward<SmoothL1>(op, grad_output, c, beta);
-}
-
-std::tuple<at::Tensor, at::Tensor> mse_loss(
-    const at::Tensor& input, const at::Tensor& target, int64_t reduction,
-    const std::optional<at::Tensor>& weight, bool compute_grad) {
-  constexpr const char* op = "ssl_fast::mse_loss";
-  return forward<Squared>(op, check_regression_call(op, input, target, weight, reduction), compute_grad);
-}
-
-at::Tensor mse_loss_backward(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
-    int64_t reduction, const std::optional<at::Tensor>& weight) {
-  constexpr const char* op = "ssl_fast::mse_loss_backward";
-  return backward<Squared>(op, grad_output, check_regression_call(op, input, target, weight, reduction));
-}
+    return grad;
+  }
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ssl_fast, CUDA, m) {
-  m.impl("smooth_l1_loss", &smooth_l1_loss);
-  m.impl("smooth_l1_loss_backward", &smooth_l1_loss_backward);
-  m.impl("mse_loss", &mse_loss);
-  m.impl("mse_loss_backward", &mse_loss_backward);
-}
+TORCH_LIBRARY_IMPL(ssl_fast, CUDA, m) { RegressionOps<Passes>::impl(m); }
 
 }  // namespace ssl_fast::cuda
