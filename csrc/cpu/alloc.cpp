@@ -28,6 +28,13 @@ struct HugePageAllocator final : c10::Allocator {
 #ifdef MADV_HUGEPAGE
     madvise(p, rounded, MADV_HUGEPAGE);  // advice only: failure leaves normal pages
 #endif
+#ifdef MADV_POPULATE_WRITE
+    // Fault the pages in now, from this thread (Linux >= 5.14; older kernels refuse
+    // it and the pages fault on first touch). First touches from both threads of a
+    // parallel kernel contend: measured here, 70 ms instead of 27 ms for a 64 MiB
+    // gradient written by 2 threads.
+    madvise(p, rounded, MADV_POPULATE_WRITE);
+#endif
     return {p, p, &free_huge, c10::Device(c10::DeviceType::CPU)};
   }
   void copy_data(void* dest, const void* src, size_t count) const override {

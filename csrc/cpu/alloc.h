@@ -3,7 +3,8 @@
 // measured here, filling a new 64 MiB tensor takes ~5x as long as filling an
 // existing one. Outputs of 2 MiB and more therefore come from 2 MiB-aligned
 // memory advised for transparent huge pages (what torch's opt-in
-// THP_MEM_ALLOC_ENABLE=1 does globally). SSL_FAST_HUGEPAGES=0 turns it off.
+// THP_MEM_ALLOC_ENABLE=1 does globally), prefaulted before the kernel writes
+// them. SSL_FAST_HUGEPAGES=0 turns both off.
 #pragma once
 
 #include <ATen/ATen.h>
