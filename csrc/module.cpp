@@ -2,6 +2,8 @@
 // build_info() records how this binary was built.
 #include <torch/extension.h>
 
+#include "cpu/alloc.h"
+
 #ifndef SSL_FAST_CUDA_ARCHS
 #define SSL_FAST_CUDA_ARCHS ""
 #endif
@@ -33,4 +35,5 @@ pybind11::dict build_info() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("build_info", &build_info, "How this binary was built (flags, CUDA archs, torch version).");
+  m.def("empty_cache", &ssl_fast::cpu::empty_cache, "Frees the CPU output buffers kept for reuse.");
 }

@@ -1,8 +1,9 @@
 """ssl_fast: fused C++/CUDA losses and masking for self-supervised learning in PyTorch."""
 
+from ._ext import empty_cache
 from .info import backend_info
 from .losses import MSELoss, SmoothL1Loss
 from .ops.regression_loss import mse_loss, smooth_l1_loss
 
 __version__ = "0.1.0"
-__all__ = ["MSELoss", "SmoothL1Loss", "backend_info", "mse_loss", "smooth_l1_loss"]
+__all__ = ["MSELoss", "SmoothL1Loss", "backend_info", "empty_cache", "mse_loss", "smooth_l1_loss"]

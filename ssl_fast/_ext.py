@@ -81,6 +81,13 @@ def _use_kernel(op: str, device_type: str) -> bool:
 _use_kernel._dynamo_marked_constant = True
 
 
+def empty_cache() -> None:
+    """Frees the large CPU output buffers that ssl_fast keeps for reuse (at most 4 and
+    512 MiB; SSL_FAST_HUGEPAGES=0 keeps none)."""
+    if LOADED:
+        _C.empty_cache()
+
+
 def build_info() -> dict:
     """How the loaded extension was built; empty when it did not load."""
     return dict(_C.build_info()) if LOADED else {}

@@ -4,7 +4,8 @@
 // existing one. Outputs of 2 MiB and more therefore come from 2 MiB-aligned
 // memory advised for transparent huge pages (what torch's opt-in
 // THP_MEM_ALLOC_ENABLE=1 does globally), prefaulted before the kernel writes
-// them. SSL_FAST_HUGEPAGES=0 turns both off.
+// them, and a few freed buffers (at most 4, 512 MiB) are kept for the next
+// call of the same size. SSL_FAST_HUGEPAGES=0 turns all of it off.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -12,5 +13,8 @@
 namespace ssl_fast::cpu {
 
 at::Tensor empty(at::IntArrayRef shape, at::ScalarType dtype);
+
+// Returns the cached buffers to the system.
+void empty_cache();
 
 }  // namespace ssl_fast::cpu
