@@ -11,11 +11,11 @@
 # (no tests or benchmarks without a build); the exit status is 1 if any step failed.
 # All outputs go under ${OUT:-benchmarks/out}/.
 #
-#   bash benchmarks/gpu_check.sh                 # PYTHON=python3.12 OUT=/tmp/out bash ...
+#   bash benchmarks/gpu_check.sh                 # PYTHON=python OUT=/tmp/out bash ...
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-python3}
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
