@@ -322,7 +322,7 @@ def _fork_server(preload: tuple[str, ...]) -> multiprocessing.context.ForkServer
     """A new Python that imports torch, the benchmark file and its providers once, then
     forks a fresh child per measurement. Each child starts from a process that never ran
     a case, so its memory is a new interpreter's; a new interpreter per case instead would
-    spend 3-10 s here on imports (import ssl_fast pulls in torch._dynamo)."""
+    spend 3-10 s here on imports."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
     return context

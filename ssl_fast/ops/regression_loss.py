@@ -69,11 +69,10 @@ def _mask_weight(
 
 
 def _grad_output_is_one(grad: torch.Tensor) -> bool:
-    # Reading a plain CPU scalar is free; a GPU one would synchronise, and a traced
-    # (fake, functional, functorch) one has no value to branch on.
+    # Only asked on the CPU, where reading a plain scalar is free; a traced (fake,
+    # functional, functorch) one has no value to branch on.
     return (
-        grad.device.type == "cpu"
-        and type(grad) is torch.Tensor
+        type(grad) is torch.Tensor
         and not torch._C._functorch.is_functorch_wrapped_tensor(grad)
         and grad.item() == 1.0
     )
@@ -162,9 +161,9 @@ def _run(
         weight = _mask_weight(mask, shape, reduction, input.dtype)
         code = _NONE if reduction == "none" else _SUM
     # Only worth it where grad_output can be read for free (a CPU scalar): elsewhere the
-    # backward would scale the saved gradient (8n bytes), no cheaper than recomputing it
-    # (12n, against the 4n the forward saves by not writing it), and it would hold n
-    # elements from forward to backward. A compiled graph also recomputes.
+    # backward cannot tell grad_output == 1 without a synchronisation and recomputes
+    # anyway (12n bytes), so writing the gradient in the forward would cost 4n and hold
+    # n elements until the backward for nothing. A compiled graph also recomputes.
     compute_grad = (
         code != _NONE
         and input.device.type == "cpu"
