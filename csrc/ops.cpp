@@ -21,4 +21,19 @@ TORCH_LIBRARY(ssl_fast, m) {
   m.def(
       "mse_loss_backward(Tensor grad_output, Tensor input, Tensor target, "
       "int reduction, Tensor? weight) -> Tensor");
+
+  // Contrastive log-sum-exp (NT-Xent, InfoNCE; see common/contrastive_args.h). Returns
+  // the unit rows qn, kn (in the accumulation type; kn empty without k) and the
+  // log-sum-exp of each row and, with col_lse, of each column (else empty), over the
+  // logits scale * qn_i . kn_j minus the excluded pairs (the diagonal without k, else
+  // (i, exclude[i]) where exclude[i] >= 0). Only O(rows + cols) statistics are stored.
+  m.def(
+      "contrastive_lse(Tensor q, Tensor? k, Tensor scale, Tensor? exclude, bool col_lse) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+  // Gradients of q, k and scale (output_mask selects them; the others are empty)
+  // from the gradients of the four outputs, recomputing the logits tile by tile.
+  m.def(
+      "contrastive_lse_backward(Tensor? grad_qn, Tensor? grad_kn, Tensor? grad_row_lse, "
+      "Tensor? grad_col_lse, Tensor q, Tensor? k, Tensor qn, Tensor kn, Tensor row_lse, "
+      "Tensor col_lse, Tensor scale, Tensor? exclude, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 }

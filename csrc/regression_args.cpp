@@ -22,10 +22,6 @@ std::optional<std::vector<int64_t>> broadcast(c10::IntArrayRef a, c10::IntArrayR
 
 }  // namespace
 
-at::ScalarType accumulate_type(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 RegressionCall check_regression_call(
     const char* op, const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight, int64_t reduction) {
@@ -37,8 +33,7 @@ RegressionCall check_regression_call(
       target.device());
   const auto dt = input.scalar_type();
   TORCH_CHECK(
-      dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16, op,
-      ": input must be float16, bfloat16, float32 or float64, got ", dt);
+      is_supported_float(dt), op, ": input must be float16, bfloat16, float32 or float64, got ", dt);
   TORCH_CHECK(
       target.scalar_type() == dt, op, ": target dtype ", target.scalar_type(),
       " differs from input dtype ", dt);

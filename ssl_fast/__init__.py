@@ -2,8 +2,20 @@
 
 from ._ext import empty_cache
 from .info import backend_info
-from .losses import MSELoss, SmoothL1Loss
+from .losses import InfoNCELoss, MSELoss, NTXentLoss, SmoothL1Loss
+from .ops.contrastive import info_nce, nt_xent
 from .ops.regression_loss import mse_loss, smooth_l1_loss
 
 __version__ = "0.1.0"
-__all__ = ["MSELoss", "SmoothL1Loss", "backend_info", "empty_cache", "mse_loss", "smooth_l1_loss"]
+__all__ = [
+    "InfoNCELoss",
+    "MSELoss",
+    "NTXentLoss",
+    "SmoothL1Loss",
+    "backend_info",
+    "empty_cache",
+    "info_nce",
+    "mse_loss",
+    "nt_xent",
+    "smooth_l1_loss",
+]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+from .distributed import gather
+from .ops.contrastive import _scale as _scale_of
+from .ops.contrastive import contrastive_lse, info_nce, nt_xent
 from .ops.regression_loss import mse_loss, smooth_l1_loss
 
 
@@ -30,3 +35,116 @@ class MSELoss(nn.MSELoss):
         self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         return mse_loss(input, target, reduction=self.reduction, mask=mask)
+
+
+class NTXentLoss(nn.Module):
+    """Drop-in for lightly's NTXentLoss running the fused ssl_fast.nt_xent.
+
+    temperature: > 0. memory_bank_size: 0 (SimCLR: the other samples of the batch are the
+    negatives), or (size, dim) as in lightly, or a bare size (dim taken from the first
+    batch): MoCo-style, the negatives of out0 are a FIFO bank of past normalised out1
+    embeddings, initialised with random unit vectors, used before it is updated with this
+    batch, and updated only when out0 requires grad (as lightly does; a batch that
+    reaches the end of the bank fills it and its remainder is dropped).
+    gather_distributed, group: contrast with the embeddings of every rank
+    (see ssl_fast.nt_xent); with a memory bank, the bank is updated with all ranks' out1.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        memory_bank_size: int | tuple[int, int] = 0,
+        gather_distributed: bool = False,
+        group=None,
+    ):
+        super().__init__()
+        self.temperature = temperature
+        _scale_of("NTXentLoss", temperature)
+        self.gather_distributed = gather_distributed
+        self.group = group
+        size = (memory_bank_size,) if isinstance(memory_bank_size, int) else tuple(memory_bank_size)
+        if len(size) not in (1, 2) or any(not isinstance(s, int) or s < 0 for s in size):
+            raise ValueError(
+                f"NTXentLoss: memory_bank_size must be 0, a size or (size, dim) of non-negative ints, "
+                f"got {memory_bank_size!r}"
+            )
+        self.bank_size = size[0]
+        self.register_buffer("bank", None, persistent=False)
+        self.register_buffer("bank_ptr", torch.zeros(1, dtype=torch.long), persistent=False)
+        if self.bank_size and len(size) == 2:
+            self._init_bank(size[1], torch.device("cpu"))
+
+    def _init_bank(self, dim: int, device: torch.device) -> None:
+        self.bank = nn.functional.normalize(torch.randn(self.bank_size, dim), dim=-1).to(device)
+
+    def forward(self, out0: torch.Tensor, out1: torch.Tensor) -> torch.Tensor:
+        if not self.bank_size:
+            return nt_xent(
+                out0, out1, self.temperature, gather_distributed=self.gather_distributed, group=self.group
+            )
+        if self.bank is None:
+            self._init_bank(out1.shape[-1], out1.device)
+        return self._with_bank(out0, out1)
+
+    def _with_bank(self, out0: torch.Tensor, out1: torch.Tensor) -> torch.Tensor:
+        if out0.shape != out1.shape or out0.dim() != 2:
+            raise ValueError(
+                f"NTXentLoss: out0 and out1 must be 2-D of the same shape, got {tuple(out0.shape)} "
+                f"and {tuple(out1.shape)}"
+            )
+        if out1.shape[1] != self.bank.shape[1]:
+            raise ValueError(
+                f"NTXentLoss: the memory bank holds {self.bank.shape[1]}-d embeddings, got {out1.shape[1]}-d"
+            )
+        out1 = nn.functional.normalize(out1, dim=1)
+        negatives = self.bank.to(device=out0.device, dtype=out0.dtype, copy=True)
+        qn, _, lse, _ = contrastive_lse(out0, negatives, _scale_of("NTXentLoss", self.temperature))
+        pos = (qn * out1.to(qn.dtype)).sum(-1) / self.temperature
+        loss = (torch.logaddexp(lse, pos) - pos).mean().to(out0.dtype)
+        if out0.requires_grad:
+            self._enqueue(out1.detach())
+        return loss
+
+    @torch.no_grad()
+    def _enqueue(self, batch: torch.Tensor) -> None:
+        if self.gather_distributed:
+            batch = gather(batch, self.group)
+        ptr = int(self.bank_ptr)
+        if ptr + len(batch) >= self.bank_size:
+            self.bank[ptr:] = batch[: self.bank_size - ptr].to(self.bank)
+            self.bank_ptr.zero_()
+        else:
+            self.bank[ptr : ptr + len(batch)] = batch.to(self.bank)
+            self.bank_ptr[0] = ptr + len(batch)
+
+
+class InfoNCELoss(nn.Module):
+    """InfoNCE / CLIP loss module running the fused ssl_fast.info_nce.
+
+    temperature: the initial temperature. learn_temperature: hold a learnable
+    logit_scale = log(1 / temperature) (CLIP's parametrisation). symmetric: CLIP's
+    two-directional loss. forward(query, key, labels=None) as ssl_fast.info_nce.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        symmetric: bool = False,
+        learn_temperature: bool = False,
+        reduction: str = "mean",
+    ):
+        super().__init__()
+        _scale_of("InfoNCELoss", temperature)
+        self.temperature = temperature
+        self.symmetric = symmetric
+        self.reduction = reduction
+        self.logit_scale = (
+            nn.Parameter(torch.tensor(math.log(1.0 / temperature))) if learn_temperature else None
+        )
+
+    def forward(
+        self, query: torch.Tensor, key: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return info_nce(
+            query, key, self.temperature, labels, self.symmetric, self.logit_scale, self.reduction
+        )

@@ -43,11 +43,14 @@ def randn(*shape: int, gen: torch.Generator, dtype=torch.float64, device="cpu") 
     return torch.randn(shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
-def assert_accurate(ours: torch.Tensor, theirs: torch.Tensor, ref: torch.Tensor, what: str = "") -> None:
+def assert_accurate(
+    ours: torch.Tensor, theirs: torch.Tensor, ref: torch.Tensor, what: str = "", floor: float = 0.0
+) -> None:
     """The dtype-aware criterion. `ours` and `theirs` (torch's result in the same dtype) are
     compared with the float64 `ref`: ours must have torch's shape and dtype, be NaN / inf
     exactly where torch's result is, and elsewhere have a largest error no larger than
-    torch's plus TOL[dtype] times the magnitude of `ref` (plus one subnormal step)."""
+    torch's plus TOL[dtype] times the magnitude of `ref` (plus one subnormal step). `floor`
+    bounds that magnitude from below where the result is a difference of larger terms."""
     assert ours.shape == theirs.shape, f"{what}: shape {tuple(ours.shape)} != torch's {tuple(theirs.shape)}"
     assert ours.dtype == theirs.dtype, f"{what}: dtype {ours.dtype} != torch's {theirs.dtype}"
     ours, theirs, ref = ours.detach().cpu(), theirs.detach().cpu(), ref.detach().cpu().double()
@@ -63,7 +66,7 @@ def assert_accurate(ours: torch.Tensor, theirs: torch.Tensor, ref: torch.Tensor,
     # NaN in ours makes max() NaN, and the comparison below fail.
     ours_err = (ours.double() - ref).abs_().max().item()
     torch_err = (theirs.double() - ref).abs_().max().item()
-    scale = ref.abs().max().item()
+    scale = max(ref.abs().max().item(), floor)
     info = torch.finfo(ours.dtype)
     allowed = torch_err + TOL[ours.dtype] * scale + info.smallest_normal * info.eps
     assert ours_err <= allowed, (

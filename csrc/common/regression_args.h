@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "dtypes.h"
 #include "regression.h"
 
 namespace ssl_fast {
@@ -29,9 +30,6 @@ struct RegressionCall {
 RegressionCall check_regression_call(
     const char* op, const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight, int64_t reduction);
-
-// Accumulation type of a call: float for half, bfloat16 and float; double for double.
-at::ScalarType accumulate_type(at::ScalarType t);
 
 // An iterator over `outputs` (already allocated with the loss shape) and `inputs`,
 // broadcasting inputs, keeping each operand's own dtype (the weight is in the

@@ -1,0 +1,523 @@
+// CPU kernels of the contrastive log-sum-exp (NT-Xent, InfoNCE); the math is in
+// common/contrastive_args.h.
+//
+// Nothing rows x cols is stored. The logits are cut into kTile x kTile tiles; each is
+// one GEMM into a per-thread buffer, consumed at once by a fused epilogue (exp, sums,
+// gradient factors). Tiles run in rounds in which no two tiles share a row block or a
+// column block, so a round runs in parallel without locks or atomics and every block
+// adds its tiles in round order: results do not depend on the thread count.
+//
+// Without k (NT-Xent) the logits are symmetric: only tiles on and above the diagonal
+// are computed, and each off-diagonal tile serves both its row block and its column
+// block, in the forward (row and column sums) and in the backward (dz_I += G z_J and
+// dz_J += G^T z_I). That is 2 GEMM-equivalents for forward + backward instead of 3.
+//
+// Exps: while 2 * scale is well inside the exponent range, one shift c = scale (an
+// upper bound of every logit, the rows being unit vectors) serves all rows and columns,
+// so each logit costs one exp in the forward (it feeds a row and a column sum) and one
+// in the backward: P_ij = exp(s_ij - c) * exp(c - lse_i). Above that, each tile shifts
+// by its own row and column maxima (flash-attention style) at two exps per logit.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "../common/contrastive_args.h"
+
+namespace ssl_fast::cpu {
+namespace {
+
+constexpr int64_t kTile = 256;  // a 256 x 256 fp32 tile is 256 KiB: it stays in L2
+constexpr int kLanes = 16;      // independent accumulators, so the row sums vectorise
+
+// Largest scale at which the shared shift c = scale is used: exp(s - c) >= exp(-2 scale)
+// stays normal, and exp(c - lse) <= exp(2 scale) leaves room for the gradient factor.
+template <typename T>
+constexpr double kSharedShiftMax = std::is_same_v<T, float> ? 30.0 : 300.0;
+
+// exp in a form GCC vectorises (a call to std::exp does not): x = n ln2 + r with
+// |r| <= ln2 / 2, a degree-7 Taylor polynomial for e^r (truncation error 5e-9) and
+// 2^n put in the exponent bits. Returns 0 below -87, so -inf (an excluded pair) gives 0.
+inline float tile_exp(float x) {
+  constexpr float kRound = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
+  x = std::min(x, 88.f);
+  const float t = x * 1.44269504088896341f + kRound;
+  const float n = t - kRound;
+  float r = x - n * 0.693145751953125f;  // ln 2 in two parts (Cody and Waite)
+  r = r - n * 1.428606765330187e-06f;
+  float p = 1.f / 5040;
+  p = p * r + 1.f / 720;
+  p = p * r + 1.f / 120;
+  p = p * r + 1.f / 24;
+  p = p * r + 1.f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const int32_t e = __builtin_bit_cast(int32_t, t) - __builtin_bit_cast(int32_t, kRound);
+  const float scale = __builtin_bit_cast(float, (e + 127) << 23);
+  return x < -87.f ? 0.f : p * scale;
+}
+
+inline double tile_exp(double x) { return x < -708.0 ? 0.0 : std::exp(x); }
+
+struct Tile {
+  int64_t i, j;  // row block, column block
+};
+using Rounds = std::vector<std::vector<Tile>>;
+
+// Tiles on and above the diagonal of an nb x nb block grid: the diagonal first, then
+// the pairs of a round-robin tournament (circle method), each round a perfect matching.
+Rounds self_rounds(int64_t nb) {
+  Rounds rounds(1);
+  for (int64_t i = 0; i < nb; ++i) rounds[0].push_back({i, i});
+  const int64_t n = nb + (nb & 1);  // the circle method needs an even count; block nb sits out
+  for (int64_t r = 0; r + 1 < n; ++r) {
+    std::vector<Tile> round;
+    auto pair = [&](int64_t a, int64_t b) {
+      if (a < nb && b < nb) round.push_back({std::min(a, b), std::max(a, b)});
+    };
+    pair(r, n - 1);
+    for (int64_t k = 1; k < n / 2; ++k) pair((r + k) % (n - 1), (r - k + n - 1) % (n - 1));
+    if (!round.empty()) rounds.push_back(std::move(round));
+  }
+  return rounds;
+}
+
+// All tiles of an nbq x nbk grid; round r holds the tiles (i, (i + r) mod L).
+Rounds cross_rounds(int64_t nbq, int64_t nbk) {
+  const int64_t len = std::max(nbq, nbk);
+  Rounds rounds;
+  for (int64_t r = 0; r < len; ++r) {
+    std::vector<Tile> round;
+    for (int64_t i = 0; i < nbq; ++i) {
+      if ((i + r) % len < nbk) round.push_back({i, (i + r) % len});
+    }
+    rounds.push_back(std::move(round));
+  }
+  return rounds;
+}
+
+// log sum exp of one index as shift + log(sum), merged tile by tile in a fixed order.
+template <typename acc_t>
+struct RunningLse {
+  std::vector<acc_t> shift;
+  std::vector<double> sum;
+  explicit RunningLse(int64_t n) : shift(n, acc_t(0)), sum(n, 0.0) {}
+  void add(int64_t idx, acc_t s, acc_t v) {
+    if (v == 0) return;
+    double& total = sum[idx];
+    acc_t& m = shift[idx];
+    if (total == 0) {
+      m = s;
+      total = v;
+    } else if (s <= m) {
+      total += double(v) * std::exp(double(s - m));
+    } else {
+      total = total * std::exp(double(m - s)) + double(v);
+      m = s;
+    }
+  }
+  void write(acc_t* out) const {
+    for (size_t i = 0; i < sum.size(); ++i) {
+      out[i] = sum[i] > 0 ? acc_t(double(shift[i]) + std::log(sum[i])) : -std::numeric_limits<acc_t>::infinity();
+    }
+  }
+};
+
+// Worker threads do not inherit the caller's dispatch state: skip autograd, as the
+// calling thread does inside a kernel (the saved operands may require grad).
+struct TileThread {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+};
+
+// One call's operands in the accumulation type; kn aliases qn without k.
+template <typename acc_t>
+struct Problem {
+  at::Tensor qn, kn;
+  int64_t rows, cols;
+  const int64_t* exclude;  // per row, -1 for none; nullptr without k or exclude
+  bool self;
+  acc_t scale;
+  bool shared;  // one shift c = scale for every row and column
+  int64_t blocks_q() const { return (rows + kTile - 1) / kTile; }
+  int64_t blocks_k() const { return (cols + kTile - 1) / kTile; }
+  Rounds rounds() const { return self ? self_rounds(blocks_q()) : cross_rounds(blocks_q(), blocks_k()); }
+};
+
+// A tile's logits scale * qn_I kn_J^T in s (leading dimension kTile), excluded pairs -inf.
+template <typename acc_t>
+struct TileLogits {
+  int64_t r0, c0, ni, nj;
+  bool diagonal;  // a diagonal tile of the self form
+  TileLogits(const Problem<acc_t>& p, Tile t, at::Tensor& buf)
+      : r0(t.i * kTile), c0(t.j * kTile), ni(std::min(kTile, p.rows - r0)),
+        nj(std::min(kTile, p.cols - c0)), diagonal(p.self && t.i == t.j) {
+    auto out = buf.narrow(0, 0, ni).narrow(1, 0, nj);
+    at::mm_out(out, p.qn.narrow(0, r0, ni), p.kn.narrow(0, c0, nj).t());
+    acc_t* s = buf.data_ptr<acc_t>();
+    const acc_t scale = p.scale;
+    for (int64_t i = 0; i < ni; ++i) {
+      acc_t* row = s + i * kTile;
+      for (int64_t j = 0; j < nj; ++j) row[j] *= scale;
+    }
+    constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
+    if (diagonal) {
+      for (int64_t i = 0; i < ni; ++i) s[i * kTile + i] = kNegInf;
+    } else if (p.exclude != nullptr) {
+      for (int64_t i = 0; i < ni; ++i) {
+        const int64_t j = p.exclude[r0 + i] - c0;
+        if (j >= 0 && j < nj) s[i * kTile + j] = kNegInf;
+      }
+    }
+  }
+};
+
+template <typename acc_t>
+acc_t sum_lanes(acc_t* lane) {
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int k = 0; k < width; ++k) lane[k] += lane[k + width];
+  }
+  return lane[0];
+}
+
+// Row sums (and with kCols column sums) of exp(s - c) over a tile.
+template <bool kCols, typename acc_t>
+void shared_shift_sums(const acc_t* s, int64_t ni, int64_t nj, acc_t c, acc_t* row_sum, acc_t* col_sum) {
+  if constexpr (kCols) std::fill(col_sum, col_sum + nj, acc_t(0));
+  const int64_t nj_lanes = nj - nj % kLanes;
+  for (int64_t i = 0; i < ni; ++i) {
+    const acc_t* row = s + i * kTile;
+    acc_t lane[kLanes] = {};
+    for (int64_t j = 0; j < nj_lanes; j += kLanes) {
+      for (int k = 0; k < kLanes; ++k) {
+        const acc_t e = tile_exp(row[j + k] - c);
+        lane[k] += e;
+        if constexpr (kCols) col_sum[j + k] += e;
+      }
+    }
+    for (int64_t j = nj_lanes; j < nj; ++j) {
+      const acc_t e = tile_exp(row[j] - c);
+      lane[j - nj_lanes] += e;
+      if constexpr (kCols) col_sum[j] += e;
+    }
+    row_sum[i] = sum_lanes(lane);
+  }
+}
+
+// Row maxima and sums of exp(s - row max); with kCols the same for the columns.
+template <bool kCols, typename acc_t>
+void own_shift_sums(
+    const acc_t* s, int64_t ni, int64_t nj, acc_t* row_max, acc_t* row_sum, acc_t* col_max, acc_t* col_sum) {
+  constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
+  if constexpr (kCols) {
+    std::fill(col_max, col_max + nj, kNegInf);
+    std::fill(col_sum, col_sum + nj, acc_t(0));
+  }
+  for (int64_t i = 0; i < ni; ++i) {
+    const acc_t* row = s + i * kTile;
+    acc_t m = kNegInf;
+    for (int64_t j = 0; j < nj; ++j) {
+      m = std::max(m, row[j]);
+      if constexpr (kCols) col_max[j] = std::max(col_max[j], row[j]);
+    }
+    row_max[i] = m == kNegInf ? acc_t(0) : m;  // an all-excluded row: its sum is 0
+  }
+  if constexpr (kCols) {
+    for (int64_t j = 0; j < nj; ++j) col_max[j] = col_max[j] == kNegInf ? acc_t(0) : col_max[j];
+  }
+  for (int64_t i = 0; i < ni; ++i) {
+    const acc_t* row = s + i * kTile;
+    const acc_t m = row_max[i];
+    acc_t sum = 0;
+    for (int64_t j = 0; j < nj; ++j) {
+      sum += tile_exp(row[j] - m);
+      if constexpr (kCols) col_sum[j] += tile_exp(row[j] - col_max[j]);
+    }
+    row_sum[i] = sum;
+  }
+}
+
+template <typename acc_t>
+void forward(const Problem<acc_t>& p, bool want_cols, acc_t* row_lse, acc_t* col_lse) {
+  RunningLse<acc_t> rows(p.rows);
+  RunningLse<acc_t> cols(p.self ? 0 : (want_cols ? p.cols : 0));
+  RunningLse<acc_t>& col_acc = p.self ? rows : cols;
+  const acc_t c = p.scale;
+  for (const auto& round : p.rounds()) {
+    at::parallel_for(0, int64_t(round.size()), 1, [&](int64_t begin, int64_t end) {
+      const TileThread guard;
+      at::Tensor buf = at::empty({kTile, kTile}, p.qn.options());
+      std::vector<acc_t> row_shift(kTile, c), row_sum(kTile), col_shift(kTile, c), col_sum(kTile);
+      for (int64_t t = begin; t < end; ++t) {
+        const TileLogits<acc_t> tile(p, round[t], buf);
+        const acc_t* s = buf.data_ptr<acc_t>();
+        const bool cols_here = p.self ? !tile.diagonal : want_cols;
+        if (p.shared) {
+          cols_here ? shared_shift_sums<true>(s, tile.ni, tile.nj, c, row_sum.data(), col_sum.data())
+                    : shared_shift_sums<false>(s, tile.ni, tile.nj, c, row_sum.data(), col_sum.data());
+        } else {
+          cols_here ? own_shift_sums<true>(s, tile.ni, tile.nj, row_shift.data(), row_sum.data(),
+                                           col_shift.data(), col_sum.data())
+                    : own_shift_sums<false>(s, tile.ni, tile.nj, row_shift.data(), row_sum.data(),
+                                            col_shift.data(), col_sum.data());
+        }
+        for (int64_t i = 0; i < tile.ni; ++i) rows.add(tile.r0 + i, row_shift[i], row_sum[i]);
+        if (cols_here) {
+          for (int64_t j = 0; j < tile.nj; ++j) col_acc.add(tile.c0 + j, col_shift[j], col_sum[j]);
+        }
+      }
+    });
+  }
+  rows.write(row_lse);
+  if (!p.self && want_cols) cols.write(col_lse);
+}
+
+// Per-index inputs of the backward epilogue: the gradient of an lse and the lse itself.
+template <typename acc_t>
+struct LseGrad {
+  const acc_t* grad = nullptr;  // nullptr: this side has no gradient
+  const acc_t* lse = nullptr;
+  // The factor of exp(s - c) in the gradient of the shared form: grad * exp(c - lse).
+  acc_t shared_factor(int64_t idx, acc_t c) const {
+    if (grad == nullptr || lse[idx] == -std::numeric_limits<acc_t>::infinity()) return 0;
+    return grad[idx] * tile_exp(c - lse[idx]);
+  }
+  // The lse to subtract in the own-shift form; +inf for an index without terms.
+  acc_t shift(int64_t idx) const {
+    const acc_t l = lse[idx];
+    return l == -std::numeric_limits<acc_t>::infinity() ? std::numeric_limits<acc_t>::infinity() : l;
+  }
+};
+
+// Overwrites a tile's logits with G_ij = g_i P_ij + g'_j P'_ij, the gradient of the
+// row and column lse's with respect to the logit; with kScale returns sum_ij G_ij s_ij.
+// `col_factor` is scratch for one value per column.
+template <bool kShared, bool kScale, typename acc_t>
+double gradient_tile(
+    acc_t* s, int64_t ni, int64_t nj, int64_t r0, int64_t c0, const LseGrad<acc_t>& row,
+    const LseGrad<acc_t>& col, acc_t c, acc_t* col_grad, acc_t* col_shift) {
+  for (int64_t j = 0; j < nj; ++j) {
+    if constexpr (kShared) {
+      col_grad[j] = col.shared_factor(c0 + j, c);
+    } else {
+      col_grad[j] = col.grad == nullptr ? acc_t(0) : col.grad[c0 + j];
+      col_shift[j] = col.grad == nullptr ? acc_t(0) : col.shift(c0 + j);
+    }
+  }
+  double g_dot_s = 0;
+  for (int64_t i = 0; i < ni; ++i) {
+    acc_t* t = s + i * kTile;
+    acc_t lane[kLanes] = {};
+    auto step = [&](int64_t j, acc_t& acc, acc_t row_grad, acc_t row_shift) {
+      const acc_t x = t[j];
+      acc_t g;
+      if constexpr (kShared) {
+        g = tile_exp(x - c) * (row_grad + col_grad[j]);
+      } else {
+        g = row_grad * tile_exp(x - row_shift) + col_grad[j] * tile_exp(x - col_shift[j]);
+      }
+      if constexpr (kScale) acc += g == 0 ? acc_t(0) : g * x;  // x is -inf where g is 0
+      t[j] = g;
+    };
+    const acc_t row_grad = kShared ? row.shared_factor(r0 + i, c)
+                                   : (row.grad == nullptr ? acc_t(0) : row.grad[r0 + i]);
+    const acc_t row_shift = kShared || row.grad == nullptr ? acc_t(0) : row.shift(r0 + i);
+    const int64_t nj_lanes = nj - nj % kLanes;
+    for (int64_t j = 0; j < nj_lanes; j += kLanes) {
+      for (int k = 0; k < kLanes; ++k) step(j + k, lane[k], row_grad, row_shift);
+    }
+    for (int64_t j = nj_lanes; j < nj; ++j) step(j, lane[j - nj_lanes], row_grad, row_shift);
+    if constexpr (kScale) g_dot_s += double(sum_lanes(lane));
+  }
+  return g_dot_s;
+}
+
+// d loss / d x for x = v / max(|v|, eps) (F.normalize's derivative), in place on g.
+template <typename scalar_t, typename acc_t>
+void normalize_backward(const scalar_t* v, const acc_t* vn, acc_t* g, int64_t n, int64_t d) {
+  at::parallel_for(0, n, std::max<int64_t>(1, 16384 / d), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const scalar_t* x = v + i * d;
+      const acc_t* u = vn + i * d;
+      acc_t* gi = g + i * d;
+      acc_t sq = 0, dot = 0;
+      for (int64_t k = 0; k < d; ++k) {
+        sq += acc_t(x[k]) * acc_t(x[k]);
+        dot += u[k] * gi[k];
+      }
+      const acc_t norm = std::sqrt(sq);
+      if (norm >= acc_t(kNormEps)) {
+        for (int64_t k = 0; k < d; ++k) gi[k] = (gi[k] - u[k] * dot) / norm;
+      } else {
+        for (int64_t k = 0; k < d; ++k) gi[k] = gi[k] / acc_t(kNormEps);
+      }
+    }
+  });
+}
+
+template <typename scalar_t, typename acc_t>
+void normalize(const scalar_t* v, acc_t* out, int64_t n, int64_t d) {
+  at::parallel_for(0, n, std::max<int64_t>(1, 16384 / d), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const scalar_t* x = v + i * d;
+      acc_t sq = 0;
+      for (int64_t k = 0; k < d; ++k) sq += acc_t(x[k]) * acc_t(x[k]);
+      const acc_t norm = std::max(std::sqrt(sq), acc_t(kNormEps));
+      for (int64_t k = 0; k < d; ++k) out[i * d + k] = acc_t(x[k]) / norm;
+    }
+  });
+}
+
+at::Tensor normalized(const at::Tensor& x, at::ScalarType acc) {
+  at::Tensor out = at::empty(x.sizes(), x.options().dtype(acc));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "contrastive_normalize", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    normalize(x.const_data_ptr<scalar_t>(), out.data_ptr<acc_t>(), x.size(0), x.size(1));
+  });
+  return out;
+}
+
+void check_exclude(const ContrastiveCall& c) {
+  if (!c.exclude.defined()) return;
+  const int64_t* ex = c.exclude.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < c.rows; ++i) {
+    TORCH_CHECK(
+        ex[i] >= -1 && ex[i] < c.cols, "contrastive_lse: exclude[", i, "] = ", ex[i],
+        " is outside [-1, ", c.cols, ")");
+  }
+}
+
+template <typename acc_t>
+Problem<acc_t> problem(const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& kn) {
+  return Problem<acc_t>{
+      qn,
+      c.self() ? qn : kn,
+      c.rows,
+      c.cols,
+      c.exclude.defined() ? c.exclude.const_data_ptr<int64_t>() : nullptr,
+      c.self(),
+      acc_t(c.scale),
+      c.scale <= kSharedShiftMax<acc_t>};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> contrastive_lse(
+    const at::Tensor& q, const std::optional<at::Tensor>& k, const at::Tensor& scale,
+    const std::optional<at::Tensor>& exclude, bool col_lse) {
+  const ContrastiveCall c = check_contrastive_call("contrastive_lse", q, k, scale, exclude);
+  check_exclude(c);
+  const auto acc_opts = q.options().dtype(c.acc);
+  at::Tensor qn = normalized(c.q, c.acc);
+  at::Tensor kn = c.self() ? at::empty({0}, acc_opts) : normalized(c.k, c.acc);
+  at::Tensor row = at::empty({c.rows}, acc_opts);
+  at::Tensor col = at::empty({!c.self() && col_lse ? c.cols : 0}, acc_opts);
+  AT_DISPATCH_FLOATING_TYPES(c.acc, "contrastive_lse", [&] {
+    forward(problem<scalar_t>(c, qn, kn), col_lse, row.data_ptr<scalar_t>(),
+            col.numel() ? col.data_ptr<scalar_t>() : nullptr);
+  });
+  return {qn, kn, row, col};
+}
+
+template <typename acc_t>
+double backward(const Problem<acc_t>& p, const LseGrad<acc_t>& row, const LseGrad<acc_t>& col, at::Tensor& dqn,
+                at::Tensor* dkn, bool want_scale) {
+  const Rounds rounds = p.rounds();
+  std::vector<double> partial;  // per tile of the schedule, summed in schedule order
+  for (const auto& round : rounds) {
+    const size_t first = partial.size();
+    partial.resize(first + round.size(), 0.0);
+    at::parallel_for(0, int64_t(round.size()), 1, [&](int64_t begin, int64_t end) {
+      const TileThread guard;
+      at::Tensor buf = at::empty({kTile, kTile}, p.qn.options());
+      std::vector<acc_t> col_grad(kTile), col_shift(kTile);
+      for (int64_t t = begin; t < end; ++t) {
+        const TileLogits<acc_t> tile(p, round[t], buf);
+        // Without k a tile is both (I, J) and (J, I): the column side is the row side.
+        const LseGrad<acc_t>& cside = p.self ? row : col;
+        auto run = [&](auto shared, auto scale) {
+          return gradient_tile<decltype(shared)::value, decltype(scale)::value>(
+              buf.data_ptr<acc_t>(), tile.ni, tile.nj, tile.r0, tile.c0, row, cside, p.scale, col_grad.data(),
+              col_shift.data());
+        };
+        using T = std::true_type;
+        using F = std::false_type;
+        const double gs = p.shared ? (want_scale ? run(T{}, T{}) : run(T{}, F{}))
+                                   : (want_scale ? run(F{}, T{}) : run(F{}, F{}));
+        partial[first + t] = tile.diagonal ? gs / 2 : gs;  // a diagonal tile holds each pair twice
+        const at::Tensor g = buf.narrow(0, 0, tile.ni).narrow(1, 0, tile.nj);
+        dqn.narrow(0, tile.r0, tile.ni).addmm_(g, p.kn.narrow(0, tile.c0, tile.nj), 1, p.scale);
+        if (p.self && !tile.diagonal) {
+          dqn.narrow(0, tile.c0, tile.nj).addmm_(g.t(), p.qn.narrow(0, tile.r0, tile.ni), 1, p.scale);
+        } else if (dkn != nullptr) {
+          dkn->narrow(0, tile.c0, tile.nj).addmm_(g.t(), p.qn.narrow(0, tile.r0, tile.ni), 1, p.scale);
+        }
+      }
+    });
+  }
+  double total = 0;
+  for (double v : partial) total += v;
+  return total / double(p.scale);  // d lse / d scale = P . (qn kn^T) = P . s / scale
+}
+
+// Adds an incoming gradient of the unit rows, then turns it into the gradient of the raw rows.
+at::Tensor raw_gradient(at::Tensor dn, const at::Tensor& grad_n, const at::Tensor& x, const at::Tensor& xn) {
+  if (grad_n.defined()) dn.add_(grad_n);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "contrastive_normalize_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    normalize_backward(x.const_data_ptr<scalar_t>(), xn.const_data_ptr<acc_t>(), dn.data_ptr<acc_t>(), x.size(0),
+                       x.size(1));
+  });
+  return dn.to(x.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_lse_backward(
+    const std::optional<at::Tensor>& grad_qn, const std::optional<at::Tensor>& grad_kn,
+    const std::optional<at::Tensor>& grad_row, const std::optional<at::Tensor>& grad_col, const at::Tensor& q,
+    const std::optional<at::Tensor>& k, const at::Tensor& qn, const at::Tensor& kn, const at::Tensor& row_lse,
+    const at::Tensor& col_lse, const at::Tensor& scale, const std::optional<at::Tensor>& exclude,
+    std::array<bool, 3> output_mask) {
+  constexpr const char* op = "contrastive_lse_backward";
+  const ContrastiveCall c = check_contrastive_call(op, q, k, scale, exclude);
+  // The gradient of an empty output (kn without k, col_lse when not asked for) arrives
+  // as nothing or, from a traced graph, as an empty tensor.
+  auto grad = [](const std::optional<at::Tensor>& t) {
+    return t.has_value() && t->numel() > 0 ? t->contiguous() : at::Tensor();
+  };
+  ContrastiveGrads g{
+      grad(grad_qn), grad(grad_kn), grad(grad_row), grad(grad_col),
+      qn.contiguous(), kn.contiguous(), row_lse.contiguous(), col_lse.contiguous(), output_mask};
+  check_contrastive_grads(op, c, g);
+  const bool want_k = output_mask[1] && !c.self();
+  at::Tensor dqn = at::zeros_like(g.qn);
+  at::Tensor dkn = want_k ? at::zeros_like(g.kn) : at::Tensor();
+  double dscale = 0;
+  if (g.grad_row.defined() || g.grad_col.defined()) {
+    AT_DISPATCH_FLOATING_TYPES(c.acc, op, [&] {
+      LseGrad<scalar_t> row, col;
+      if (g.grad_row.defined()) row = {g.grad_row.const_data_ptr<scalar_t>(), g.row_lse.const_data_ptr<scalar_t>()};
+      if (g.grad_col.defined()) col = {g.grad_col.const_data_ptr<scalar_t>(), g.col_lse.const_data_ptr<scalar_t>()};
+      dscale = backward(problem<scalar_t>(c, g.qn, g.kn), row, col, dqn, want_k ? &dkn : nullptr, output_mask[2]);
+    });
+  }
+  at::Tensor dq = output_mask[0] ? raw_gradient(dqn, g.grad_qn, c.q, g.qn) : at::Tensor();
+  at::Tensor dk = want_k ? raw_gradient(dkn, g.grad_kn, c.k, g.kn) : at::Tensor();
+  at::Tensor ds = output_mask[2] ? at::full({}, dscale, scale.options()) : at::Tensor();
+  auto empty = [&] { return at::empty({0}, q.options()); };
+  return {dq.defined() ? dq : empty(), dk.defined() ? dk : empty(), ds.defined() ? ds : empty()};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ssl_fast, CPU, m) {
+  m.impl("contrastive_lse", &contrastive_lse);
+  m.impl("contrastive_lse_backward", &contrastive_lse_backward);
+}
+
+}  // namespace ssl_fast::cpu

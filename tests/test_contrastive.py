@@ -1,0 +1,424 @@
+"""NT-Xent and InfoNCE: ssl_fast.nt_xent / info_nce and their op against materialised formulas."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FLOAT_DTYPES, assert_accurate, randn
+
+import ssl_fast
+from ssl_fast import reference
+
+ops = torch.ops.ssl_fast
+
+# Row counts around the 256-row tile: one row pair, odd, just past one tile, several tiles.
+SIZES = [(1, 4), (3, 3), (130, 16), (300, 33)]
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+def views(n: int, d: int, gen, dtype=torch.float64, requires_grad=True):
+    z0 = randn(n, d, gen=gen, dtype=dtype).requires_grad_(requires_grad)
+    z1 = randn(n, d, gen=gen, dtype=dtype).requires_grad_(requires_grad)
+    return z0, z1
+
+
+def value_and_grads(fn, *inputs, weight=None):
+    """fn(*inputs), and the gradients of sum(weight * fn(*inputs)) for those that require grad."""
+    out = fn(*inputs)
+    target = out if weight is None else out * weight
+    grads = torch.autograd.grad(target.sum(), [x for x in inputs if x.requires_grad])
+    return out.detach(), grads
+
+
+def check_against_reference(ours_fn, ref_fn, inputs, what: str, weight=None, scale: float = 2.0):
+    """The criterion of tests/conftest.py: ssl_fast's error (values and gradients) against the
+    float64 formula is no worse than the formula's own in the inputs' dtype, plus a tolerance.
+    A row's loss is a difference of terms as large as the logit scale (1 / temperature), so
+    the tolerance is relative to at least that (the loss of N=1 is exactly 0)."""
+    out, grads = value_and_grads(ours_fn, *inputs, weight=weight)
+    theirs, their_grads = value_and_grads(ref_fn, *inputs, weight=weight)
+    wide = [x.detach().double().requires_grad_(x.requires_grad) for x in inputs]
+    ref, ref_grads = value_and_grads(ref_fn, *wide, weight=None if weight is None else weight.double())
+    assert_accurate(out, theirs, ref, f"{what} value", floor=scale)
+    for k, (g, tg, rg) in enumerate(zip(grads, their_grads, ref_grads, strict=True)):
+        assert_accurate(g, tg, rg, f"{what} grad {k}", floor=scale)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("n,d", SIZES, ids=str)
+def test_nt_xent_matches_formula(n, d, reduction, dtype, gen):
+    z0, z1 = views(n, d, gen, dtype)
+    check_against_reference(
+        lambda a, b: ssl_fast.nt_xent(a, b, 0.5, reduction),
+        lambda a, b: reference.nt_xent(a, b, 0.5, reduction),
+        (z0, z1),
+        f"nt_xent {n}x{d} {reduction} {dtype}",
+    )
+
+
+@pytest.mark.parametrize("d", [1, 1000])
+def test_nt_xent_feature_extremes(d, gen):
+    z0, z1 = views(37, d, gen, torch.float32)
+    check_against_reference(ssl_fast.nt_xent, reference.nt_xent, (z0, z1), f"nt_xent d={d}")
+
+
+# Scales around the switch from one shared shift (<= 30 in fp32, <= 300 in fp64) to
+# per-tile maxima.
+@pytest.mark.parametrize(
+    "dtype,temperature",
+    [(torch.float32, 0.5), (torch.float32, 0.04), (torch.float32, 0.02), (torch.float32, 0.01),
+     (torch.float64, 0.01), (torch.float64, 0.002)],
+    ids=str,
+)
+def test_nt_xent_temperatures(dtype, temperature, gen):
+    z0, z1 = views(300, 8, gen, dtype)
+    check_against_reference(
+        lambda a, b: ssl_fast.nt_xent(a, b, temperature, "none"),
+        lambda a, b: reference.nt_xent(a, b, temperature, "none"),
+        (z0, z1),
+        f"t={temperature} {dtype}",
+        scale=1 / temperature,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_low_temperature_in_16_bit_is_finite(dtype, gen):
+    # 1 / 0.01 = 100: exp(100) overflows fp32 and fp16 unless the logits are shifted.
+    z0, z1 = views(200, 16, gen, dtype)
+    loss, grads = value_and_grads(lambda a, b: ssl_fast.nt_xent(a, b, 0.01), z0, z1)
+    assert torch.isfinite(loss).all() and all(torch.isfinite(g).all() for g in grads)
+    check_against_reference(
+        lambda a, b: ssl_fast.nt_xent(a, b, 0.01),
+        lambda a, b: reference.nt_xent(a, b, 0.01),
+        (z0, z1),
+        "t=0.01",
+        scale=100.0,
+    )
+
+
+@pytest.mark.parametrize("n", [1, 5, 300])
+def test_identical_embeddings(n, gen):
+    z = randn(1, 7, gen=gen).expand(n, 7)
+    loss = ssl_fast.nt_xent(z, z.clone(), 0.3)
+    torch.testing.assert_close(loss, torch.tensor(math.log(2 * n - 1), dtype=torch.float64))
+
+
+def test_grad_output_not_one(gen):
+    z0, z1 = views(270, 5, gen, torch.float32)
+    weight = torch.rand(540, generator=gen)
+    check_against_reference(
+        lambda a, b: ssl_fast.nt_xent(a, b, 0.2, "none"),
+        lambda a, b: reference.nt_xent(a, b, 0.2, "none"),
+        (z0, z1),
+        "weighted rows",
+        weight=weight,
+        scale=5.0,
+    )
+
+
+def test_non_contiguous_and_no_grad_side(gen):
+    big = randn(260, 20, gen=gen, dtype=torch.float32)
+    z0 = big[:, ::2].requires_grad_(False)
+    z1 = randn(10, 260, gen=gen, dtype=torch.float32).T.requires_grad_(True)
+    check_against_reference(ssl_fast.nt_xent, reference.nt_xent, (z0, z1), "strided")
+
+
+def test_zero_vector_row(gen):
+    z0, z1 = views(4, 3, gen, torch.float64, requires_grad=False)
+    z0[2] = 0
+    z0.requires_grad_(True)
+    z1.requires_grad_(True)
+    check_against_reference(ssl_fast.nt_xent, reference.nt_xent, (z0, z1), "zero row")
+
+
+def test_gradcheck_nt_xent(gen):
+    z0, z1 = views(3, 4, gen)
+    assert torch.autograd.gradcheck(lambda a, b: ssl_fast.nt_xent(a, b, 0.5, "none"), (z0, z1))
+    # Large scale: per-tile maxima instead of the shared shift.
+    assert torch.autograd.gradcheck(lambda a, b: ssl_fast.nt_xent(a, b, 0.003), (z0 * 0.2, z1 * 0.2))
+
+
+def test_gradgradcheck(gen):
+    z0, z1 = views(3, 4, gen)
+    q, k = views(3, 4, gen)
+    assert torch.autograd.gradgradcheck(lambda a, b: ssl_fast.nt_xent(a, b, 0.5), (z0, z1))
+    assert torch.autograd.gradgradcheck(lambda a, b: ssl_fast.info_nce(a, b, 0.5, symmetric=True), (q, k))
+
+
+# ----------------------------------------------------------------- InfoNCE
+
+
+INFO_NCE_CASES = {
+    "square": dict(m=5, k=5, labels=False),
+    "queue": dict(m=130, k=700, labels=False),
+    "labels": dict(m=300, k=270, labels=True),
+}
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("symmetric", [False, True], ids=["one-way", "symmetric"])
+@pytest.mark.parametrize("case", INFO_NCE_CASES, ids=str)
+def test_info_nce_matches_formula(case, symmetric, dtype, gen):
+    m, k, with_labels = INFO_NCE_CASES[case].values()
+    query = randn(m, 24, gen=gen, dtype=dtype).requires_grad_()
+    key = randn(k, 24, gen=gen, dtype=dtype).requires_grad_()
+    labels = torch.randint(0, k, (m,), generator=gen) if with_labels else None
+    check_against_reference(
+        lambda q, c: ssl_fast.info_nce(q, c, 0.1, labels, symmetric, reduction="none"),
+        lambda q, c: reference.info_nce(q, c, 0.1, labels, symmetric, reduction="none"),
+        (query, key),
+        f"info_nce {case} symmetric={symmetric}",
+        scale=10.0,
+    )
+
+
+@pytest.mark.parametrize("symmetric", [False, True], ids=["one-way", "symmetric"])
+def test_learnable_logit_scale(symmetric, gen):
+    query, key = views(7, 5, gen)
+    logit_scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda q, c, s: ssl_fast.info_nce(q, c, symmetric=symmetric, logit_scale=s), (query, key, logit_scale)
+    )
+    ours, grads = value_and_grads(
+        lambda s: ssl_fast.info_nce(query, key, symmetric=symmetric, logit_scale=s), logit_scale
+    )
+    ref, ref_grads = value_and_grads(
+        lambda s: reference.info_nce(query, key, symmetric=symmetric, logit_scale=s), logit_scale
+    )
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(grads, ref_grads)
+
+
+def test_info_nce_module(gen):
+    module = ssl_fast.InfoNCELoss(temperature=0.1, symmetric=True, learn_temperature=True)
+    assert module.logit_scale.item() == pytest.approx(math.log(10))
+    query, key = views(6, 4, gen, torch.float32)
+    loss = module(query, key)
+    loss.backward()
+    assert module.logit_scale.grad is not None and query.grad is not None
+    torch.testing.assert_close(loss, reference.info_nce(query, key, 0.1, symmetric=True))
+
+
+# ----------------------------------------------------------------- the op
+
+
+def test_op_outputs(gen):
+    q = randn(300, 9, gen=gen, dtype=torch.float32)
+    k = randn(260, 9, gen=gen, dtype=torch.float32)
+    exclude = torch.randint(-1, 260, (300,), generator=gen)
+    scale = torch.tensor(5.0)
+    for args in ((q, None, scale, None, False), (q, k, scale, exclude, True), (q, k, scale, None, True)):
+        for ours, ref in zip(ops.contrastive_lse(*args), reference.contrastive_lse(*args), strict=True):
+            torch.testing.assert_close(ours, ref)
+
+
+OPCHECK_CASES = {
+    "self": (dict(k=False, exclude=False, col=False), (True, False, False)),
+    "self-scale": (dict(k=False, exclude=False, col=False), (True, False, True)),
+    "cross": (dict(k=True, exclude=False, col=True), (True, True, True)),
+    "cross-exclude": (dict(k=True, exclude=True, col=False), (True, False, False)),
+}
+
+
+@pytest.mark.parametrize("case", OPCHECK_CASES, ids=str)
+def test_opcheck(case, gen):
+    (flags, mask) = OPCHECK_CASES[case]
+    q = randn(5, 3, gen=gen, dtype=torch.float32).requires_grad_(mask[0])
+    k = randn(4, 3, gen=gen, dtype=torch.float32).requires_grad_(mask[1]) if flags["k"] else None
+    scale = torch.tensor(2.0).requires_grad_(mask[2])
+    exclude = torch.tensor([0, -1, 3, 1, 2]) if flags["exclude"] else None
+    torch.library.opcheck(ops.contrastive_lse, (q, k, scale, exclude, flags["col"]))
+    q, k, scale = (None if t is None else t.detach() for t in (q, k, scale))
+    qn, kn, row, col = ops.contrastive_lse(q, k, scale, exclude, flags["col"])
+    grads = (torch.randn_like(qn), torch.randn_like(kn) if k is not None else None, torch.randn_like(row),
+             torch.randn_like(col) if flags["col"] else None)
+    torch.library.opcheck(
+        ops.contrastive_lse_backward, (*grads, q, k, qn, kn, row, col, scale, exclude, list(mask))
+    )
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # inside torch's inductor
+def test_torch_compile_fullgraph(gen):
+    def f(z0, z1, q, k, s):
+        return (
+            ssl_fast.nt_xent(z0, z1, 0.2)
+            + ssl_fast.info_nce(q, k, 0.1, symmetric=True)
+            + ssl_fast.info_nce(q, k, logit_scale=s, reduction="sum")
+        )
+
+    inputs = [*views(6, 5, gen, torch.float32), *views(4, 5, gen, torch.float32),
+              torch.tensor(2.5, requires_grad=True)]
+    compiled = torch.compile(f, fullgraph=True)
+    eager, eager_grads = value_and_grads(f, *inputs)
+    comp, comp_grads = value_and_grads(compiled, *inputs)
+    torch.testing.assert_close(comp, eager)
+    torch.testing.assert_close(comp_grads, eager_grads)
+
+
+def test_repeatable_and_independent_of_thread_count(gen):
+    z0, z1 = views(700, 40, gen, torch.float32)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (threads, threads, 1):
+            torch.set_num_threads(n)
+            results.append(value_and_grads(lambda a, b: ssl_fast.nt_xent(a, b, 0.1), z0, z1))
+    finally:
+        torch.set_num_threads(threads)
+    for loss, grads in results[1:]:
+        assert torch.equal(loss, results[0][0])
+        assert all(torch.equal(g, g0) for g, g0 in zip(grads, results[0][1], strict=True))
+
+
+def test_torch_backend_matches_kernel(monkeypatch, gen):
+    z0, z1 = views(40, 6, gen, torch.float32)
+    kernel = value_and_grads(ssl_fast.nt_xent, z0, z1)
+    monkeypatch.setenv("SSL_FAST_BACKEND", "torch")
+    fallback = value_and_grads(ssl_fast.nt_xent, z0, z1)
+    torch.testing.assert_close(kernel, fallback)
+
+
+# ----------------------------------------------------------------- errors
+
+
+def test_bad_arguments(gen):
+    z = randn(4, 3, gen=gen, dtype=torch.float32)
+    cases = [
+        (lambda: ssl_fast.nt_xent(z, z[:3]), ValueError, "same shape, got \\(4, 3\\) and \\(3, 3\\)"),
+        (lambda: ssl_fast.nt_xent(z[0], z[0]), ValueError, "2-D \\[batch, features\\], got shape \\(3,\\)"),
+        (lambda: ssl_fast.nt_xent(z[None], z[None]), ValueError, "got shape \\(1, 4, 3\\)"),
+        (lambda: ssl_fast.nt_xent(z, z, temperature=0.0), ValueError, "temperature must be positive"),
+        (lambda: ssl_fast.nt_xent(z, z, temperature=-1), ValueError, "temperature must be positive"),
+        (lambda: ssl_fast.nt_xent(z.long(), z.long()), TypeError, "got dtype torch.int64"),
+        (lambda: ssl_fast.nt_xent(z[:0], z[:0]), ValueError, "empty batch"),
+        (lambda: ssl_fast.nt_xent(z, z.to("meta")), ValueError, "z1 is on meta but z0 is on cpu"),
+        (lambda: ssl_fast.nt_xent(z, z, reduction="avg"), ValueError, "reduction must be"),
+        (lambda: ssl_fast.info_nce(z, z[:, :2]), ValueError, "query has 3 features but key has 2"),
+        (lambda: ssl_fast.info_nce(z, z[:2]), ValueError, "key needs at least 4 rows, got 2"),
+        (lambda: ssl_fast.info_nce(z, z, labels=torch.tensor([0, 1, 2, 4])), ValueError, "must lie in"),
+        (lambda: ssl_fast.info_nce(z, z, labels=torch.zeros(4)), ValueError, "int64 tensor of shape \\[4\\]"),
+        (lambda: ssl_fast.info_nce(z, z, logit_scale=torch.ones(2)), TypeError, "one-element tensor"),
+        (lambda: ssl_fast.NTXentLoss(temperature=0), ValueError, "temperature must be positive"),
+        (lambda: ssl_fast.NTXentLoss(memory_bank_size=(4, 3, 2)), ValueError, "memory_bank_size must be"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+
+
+def test_raw_op_errors(gen):
+    q = randn(4, 3, gen=gen, dtype=torch.float32)
+    s = torch.tensor(2.0)
+    cases = [
+        ((q.int(), None, s, None, False), "q must be float16, bfloat16, float32 or float64"),
+        ((q, q[:, :2], s, None, False), "q has 3 features but k has 2"),
+        ((q, None, torch.tensor(0.0), None, False), "scale \\(1 / temperature\\) must be positive"),
+        ((q, None, torch.ones(2), None, False), "scale must be a 0-dim"),
+        ((q, q, s, torch.tensor([0, 1, 2, 4]), False), "exclude\\[3\\] = 4 is outside \\[-1, 4\\)"),
+        ((q, None, s, torch.zeros(4, dtype=torch.long), False), "exclude is implied"),
+    ]
+    for args, message in cases:
+        with pytest.raises(RuntimeError, match=message):
+            ops.contrastive_lse(*args)
+
+
+# ----------------------------------------------------------------- NTXentLoss
+
+
+def test_module_is_nt_xent(gen):
+    z0, z1 = views(9, 4, gen, torch.float32)
+    torch.testing.assert_close(ssl_fast.NTXentLoss(0.3)(z0, z1), ssl_fast.nt_xent(z0, z1, 0.3))
+
+
+def _memory_bank_reference(out0, out1, bank, temperature):
+    """MoCo-style NT-Xent: out0 against its positive out1 and the bank's negatives."""
+    out0, out1 = F.normalize(out0, dim=1), F.normalize(out1, dim=1)
+    logits = torch.cat([(out0 * out1).sum(1, keepdim=True), out0 @ bank.T], 1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(out0), dtype=torch.long))
+
+
+def test_memory_bank_fifo(gen):
+    torch.manual_seed(0)
+    loss_fn = ssl_fast.NTXentLoss(0.2, memory_bank_size=(10, 3))
+    bank = loss_fn.bank.clone()
+    assert torch.allclose(bank.norm(dim=1), torch.ones(10))
+    batches = [views(4, 3, gen, torch.float32) for _ in range(4)]
+    pointer = 0
+    for out0, out1 in batches:
+        loss, grads = value_and_grads(loss_fn, out0, out1)
+        ref, ref_grads = value_and_grads(lambda a, b: _memory_bank_reference(a, b, bank, 0.2), out0, out1)
+        torch.testing.assert_close(loss, ref)
+        torch.testing.assert_close(grads, ref_grads)
+        # The bank then takes this batch's normalised out1, wrapping by dropping the remainder.
+        taken = min(4, 10 - pointer)
+        bank[pointer : pointer + taken] = F.normalize(out1.detach(), dim=1)[:taken]
+        pointer = 0 if pointer + 4 >= 10 else pointer + 4
+        torch.testing.assert_close(loss_fn.bank, bank)
+        assert int(loss_fn.bank_ptr) == pointer
+    # No update when out0 needs no gradient (evaluation).
+    with torch.no_grad():
+        loss_fn(*(x.detach() for x in batches[0]))
+    torch.testing.assert_close(loss_fn.bank, bank)
+
+
+def test_memory_bank_lazy_dimension(gen):
+    loss_fn = ssl_fast.NTXentLoss(memory_bank_size=16)
+    out0, out1 = views(4, 5, gen, torch.float32)
+    loss_fn(out0, out1)
+    assert loss_fn.bank.shape == (16, 5)
+
+
+def _lightly_ntxent():
+    """lightly's NTXentLoss class. Its loss modules need only torch, but its package imports
+    torchvision, which has no build for every torch; then the two modules load on their own,
+    with a stand-in for the one torchvision name they import."""
+    try:
+        from lightly.loss import NTXentLoss
+    except ImportError:
+        pass
+    else:
+        return NTXentLoss
+    import importlib
+    import importlib.machinery
+    import sys
+    import types
+
+    spec = importlib.machinery.PathFinder.find_spec("lightly")  # not the half-imported package
+    if spec is None:
+        pytest.skip("lightly is not installed")
+    root = spec.submodule_search_locations[0]
+    saved = {name: m for name, m in sys.modules.items() if name.startswith(("lightly", "torchvision"))}
+    try:
+        for name in ("lightly", "lightly.loss", "lightly.models", "lightly.models.modules", "lightly.utils"):
+            module = types.ModuleType(name)
+            module.__path__ = [f"{root}/{name.partition('.')[2].replace('.', '/')}".rstrip("/")]
+            sys.modules[name] = module
+        if importlib.machinery.PathFinder.find_spec("torchvision") is None:
+            ops_stub = types.ModuleType("torchvision.ops")
+            ops_stub.StochasticDepth = object
+            sys.modules["torchvision"] = types.ModuleType("torchvision")
+            sys.modules["torchvision.ops"] = ops_stub
+        return importlib.import_module("lightly.loss.ntx_ent_loss").NTXentLoss
+    finally:
+        for name in [n for n in sys.modules if n.startswith(("lightly", "torchvision"))]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+@pytest.mark.parametrize("bank", [0, (64, 8)], ids=["simclr", "memory-bank"])
+def test_matches_lightly(bank, gen):
+    LightlyNTXent = _lightly_ntxent()
+    torch.manual_seed(3)
+    theirs = LightlyNTXent(temperature=0.3, memory_bank_size=bank)
+    torch.manual_seed(3)
+    ours = ssl_fast.NTXentLoss(temperature=0.3, memory_bank_size=bank)
+    for step in range(3):
+        out0, out1 = views(24, 8, gen, torch.float32)
+        loss, grads = value_and_grads(ours, out0, out1)
+        their_loss, their_grads = value_and_grads(theirs, out0, out1)
+        torch.testing.assert_close(loss, their_loss, msg=lambda m, s=step: f"step {s}: {m}")
+        torch.testing.assert_close(grads, their_grads)
