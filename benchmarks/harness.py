@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 import torch
 
 import ssl_fast
@@ -75,6 +76,8 @@ class OpBench:
       for the achieved-bandwidth columns; None where the op is not bandwidth-bound.
     n_inputs: seeded randn tensors of the case shape passed to the provider;
       the first n_grad_inputs of them require grad in the backward and full modes.
+    max_rounds: caps the timed rounds, for ops whose rounds take seconds.
+    skip(case): why a case cannot run (e.g. memory a provider would need), else None.
     """
 
     name: str
@@ -84,6 +87,8 @@ class OpBench:
     n_inputs: int = 2
     n_grad_inputs: int = 1
     modes: Sequence[str] = MODES
+    max_rounds: int | None = None
+    skip: Callable[[Case], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -441,12 +446,17 @@ class BenchSession:
 
     def measure(self, benchmark: BenchmarkFixture, case: Case) -> None:
         """Times `case` with pytest-benchmark, then records its metrics."""
+        bench = find_bench(case)
+        reason = bench.skip(case) if bench.skip is not None else None
+        if reason:
+            pytest.skip(reason)
+        rounds = min(self.settings.rounds, bench.max_rounds or self.settings.rounds)
         step = make_step(case)
         benchmark.group = case.group
         benchmark.extra_info.update(asdict(case))
         benchmark.pedantic(
-            step.run, setup=step.setup, rounds=self.settings.rounds,
-            warmup_rounds=self.settings.warmup_rounds, iterations=1,
+            step.run, setup=step.setup, rounds=rounds,
+            warmup_rounds=min(self.settings.warmup_rounds, max(1, rounds // 2)), iterations=1,
         )
         if benchmark.disabled:  # --benchmark-disable: ran once, nothing to record
             return

@@ -14,6 +14,7 @@ from typing import NoReturn
 BENCH_OPS = {
     "smooth_l1": ("bench_regression_loss.py", "smooth_l1"),
     "mse": ("bench_regression_loss.py", "mse"),
+    "nt_xent": ("bench_contrastive.py", "nt_xent"),
 }
 
 

@@ -35,6 +35,16 @@
 namespace ssl_fast::cpu {
 namespace {
 
+// The float epilogues are compiled twice, for x86-64-v3 (AVX2 and FMA: three times the
+// speed of the baseline's SSE2 exp) and for the baseline; the loader picks one for the CPU.
+// Everything they call is force-inlined so that it is compiled for the clone's target.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define SSL_FAST_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SSL_FAST_CLONES
+#endif
+#define SSL_FAST_INLINE [[gnu::always_inline]] inline
+
 constexpr int64_t kTile = 256;  // a 256 x 256 fp32 tile is 256 KiB: it stays in L2
 constexpr int kLanes = 16;      // independent accumulators, so the row sums vectorise
 
@@ -46,7 +56,7 @@ constexpr double kSharedShiftMax = std::is_same_v<T, float> ? 30.0 : 300.0;
 // exp in a form GCC vectorises (a call to std::exp does not): x = n ln2 + r with
 // |r| <= ln2 / 2, a degree-7 Taylor polynomial for e^r (truncation error 5e-9) and
 // 2^n put in the exponent bits. Returns 0 below -87, so -inf (an excluded pair) gives 0.
-inline float tile_exp(float x) {
+SSL_FAST_INLINE float tile_exp(float x) {
   constexpr float kRound = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
   x = std::min(x, 88.f);
   const float t = x * 1.44269504088896341f + kRound;
@@ -66,7 +76,7 @@ inline float tile_exp(float x) {
   return x < -87.f ? 0.f : p * scale;
 }
 
-inline double tile_exp(double x) { return x < -708.0 ? 0.0 : std::exp(x); }
+SSL_FAST_INLINE double tile_exp(double x) { return x < -708.0 ? 0.0 : std::exp(x); }
 
 struct Tile {
   int64_t i, j;  // row block, column block
@@ -161,13 +171,8 @@ struct TileLogits {
       : r0(t.i * kTile), c0(t.j * kTile), ni(std::min(kTile, p.rows - r0)),
         nj(std::min(kTile, p.cols - c0)), diagonal(p.self && t.i == t.j) {
     auto out = buf.narrow(0, 0, ni).narrow(1, 0, nj);
-    at::mm_out(out, p.qn.narrow(0, r0, ni), p.kn.narrow(0, c0, nj).t());
+    at::addmm_out(out, out, p.qn.narrow(0, r0, ni), p.kn.narrow(0, c0, nj).t(), 0, p.scale);  // beta 0: out unread
     acc_t* s = buf.data_ptr<acc_t>();
-    const acc_t scale = p.scale;
-    for (int64_t i = 0; i < ni; ++i) {
-      acc_t* row = s + i * kTile;
-      for (int64_t j = 0; j < nj; ++j) row[j] *= scale;
-    }
     constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
     if (diagonal) {
       for (int64_t i = 0; i < ni; ++i) s[i * kTile + i] = kNegInf;
@@ -181,7 +186,7 @@ struct TileLogits {
 };
 
 template <typename acc_t>
-acc_t sum_lanes(acc_t* lane) {
+SSL_FAST_INLINE acc_t sum_lanes(acc_t* lane) {
   for (int width = kLanes / 2; width > 0; width /= 2) {
     for (int k = 0; k < width; ++k) lane[k] += lane[k + width];
   }
@@ -190,7 +195,7 @@ acc_t sum_lanes(acc_t* lane) {
 
 // Row sums (and with kCols column sums) of exp(s - c) over a tile.
 template <bool kCols, typename acc_t>
-void shared_shift_sums(const acc_t* s, int64_t ni, int64_t nj, acc_t c, acc_t* row_sum, acc_t* col_sum) {
+SSL_FAST_INLINE void shared_shift_sums(const acc_t* s, int64_t ni, int64_t nj, acc_t c, acc_t* row_sum, acc_t* col_sum) {
   if constexpr (kCols) std::fill(col_sum, col_sum + nj, acc_t(0));
   const int64_t nj_lanes = nj - nj % kLanes;
   for (int64_t i = 0; i < ni; ++i) {
@@ -214,7 +219,7 @@ void shared_shift_sums(const acc_t* s, int64_t ni, int64_t nj, acc_t c, acc_t* r
 
 // Row maxima and sums of exp(s - row max); with kCols the same for the columns.
 template <bool kCols, typename acc_t>
-void own_shift_sums(
+SSL_FAST_INLINE void own_shift_sums(
     const acc_t* s, int64_t ni, int64_t nj, acc_t* row_max, acc_t* row_sum, acc_t* col_max, acc_t* col_sum) {
   constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
   if constexpr (kCols) {
@@ -245,6 +250,32 @@ void own_shift_sums(
   }
 }
 
+// Row (and with cols column) shifts and sums of one tile; the shifts are c with `shared`.
+template <typename acc_t>
+SSL_FAST_INLINE void tile_sums_impl(
+    const acc_t* s, int64_t ni, int64_t nj, bool shared, bool cols, acc_t c, acc_t* row_shift, acc_t* row_sum,
+    acc_t* col_shift, acc_t* col_sum) {
+  if (shared) {
+    cols ? shared_shift_sums<true>(s, ni, nj, c, row_sum, col_sum)
+         : shared_shift_sums<false>(s, ni, nj, c, row_sum, col_sum);
+  } else {
+    cols ? own_shift_sums<true>(s, ni, nj, row_shift, row_sum, col_shift, col_sum)
+         : own_shift_sums<false>(s, ni, nj, row_shift, row_sum, col_shift, col_sum);
+  }
+}
+
+SSL_FAST_CLONES void tile_sums(
+    const float* s, int64_t ni, int64_t nj, bool shared, bool cols, float c, float* row_shift, float* row_sum,
+    float* col_shift, float* col_sum) {
+  tile_sums_impl(s, ni, nj, shared, cols, c, row_shift, row_sum, col_shift, col_sum);
+}
+
+void tile_sums(
+    const double* s, int64_t ni, int64_t nj, bool shared, bool cols, double c, double* row_shift, double* row_sum,
+    double* col_shift, double* col_sum) {
+  tile_sums_impl(s, ni, nj, shared, cols, c, row_shift, row_sum, col_shift, col_sum);
+}
+
 template <typename acc_t>
 void forward(const Problem<acc_t>& p, bool want_cols, acc_t* row_lse, acc_t* col_lse) {
   RunningLse<acc_t> rows(p.rows);
@@ -260,15 +291,8 @@ void forward(const Problem<acc_t>& p, bool want_cols, acc_t* row_lse, acc_t* col
         const TileLogits<acc_t> tile(p, round[t], buf);
         const acc_t* s = buf.data_ptr<acc_t>();
         const bool cols_here = p.self ? !tile.diagonal : want_cols;
-        if (p.shared) {
-          cols_here ? shared_shift_sums<true>(s, tile.ni, tile.nj, c, row_sum.data(), col_sum.data())
-                    : shared_shift_sums<false>(s, tile.ni, tile.nj, c, row_sum.data(), col_sum.data());
-        } else {
-          cols_here ? own_shift_sums<true>(s, tile.ni, tile.nj, row_shift.data(), row_sum.data(),
-                                           col_shift.data(), col_sum.data())
-                    : own_shift_sums<false>(s, tile.ni, tile.nj, row_shift.data(), row_sum.data(),
-                                            col_shift.data(), col_sum.data());
-        }
+        tile_sums(s, tile.ni, tile.nj, p.shared, cols_here, c, row_shift.data(), row_sum.data(), col_shift.data(),
+                  col_sum.data());
         for (int64_t i = 0; i < tile.ni; ++i) rows.add(tile.r0 + i, row_shift[i], row_sum[i]);
         if (cols_here) {
           for (int64_t j = 0; j < tile.nj; ++j) col_acc.add(tile.c0 + j, col_shift[j], col_sum[j]);
@@ -286,12 +310,12 @@ struct LseGrad {
   const acc_t* grad = nullptr;  // nullptr: this side has no gradient
   const acc_t* lse = nullptr;
   // The factor of exp(s - c) in the gradient of the shared form: grad * exp(c - lse).
-  acc_t shared_factor(int64_t idx, acc_t c) const {
+  SSL_FAST_INLINE acc_t shared_factor(int64_t idx, acc_t c) const {
     if (grad == nullptr || lse[idx] == -std::numeric_limits<acc_t>::infinity()) return 0;
     return grad[idx] * tile_exp(c - lse[idx]);
   }
   // The lse to subtract in the own-shift form; +inf for an index without terms.
-  acc_t shift(int64_t idx) const {
+  SSL_FAST_INLINE acc_t shift(int64_t idx) const {
     const acc_t l = lse[idx];
     return l == -std::numeric_limits<acc_t>::infinity() ? std::numeric_limits<acc_t>::infinity() : l;
   }
@@ -301,7 +325,7 @@ struct LseGrad {
 // row and column lse's with respect to the logit; with kScale returns sum_ij G_ij s_ij.
 // `col_factor` is scratch for one value per column.
 template <bool kShared, bool kScale, typename acc_t>
-double gradient_tile(
+SSL_FAST_INLINE double gradient_tile(
     acc_t* s, int64_t ni, int64_t nj, int64_t r0, int64_t c0, const LseGrad<acc_t>& row,
     const LseGrad<acc_t>& col, acc_t c, acc_t* col_grad, acc_t* col_shift) {
   for (int64_t j = 0; j < nj; ++j) {
@@ -315,29 +339,61 @@ double gradient_tile(
   double g_dot_s = 0;
   for (int64_t i = 0; i < ni; ++i) {
     acc_t* t = s + i * kTile;
-    acc_t lane[kLanes] = {};
-    auto step = [&](int64_t j, acc_t& acc, acc_t row_grad, acc_t row_shift) {
-      const acc_t x = t[j];
-      acc_t g;
-      if constexpr (kShared) {
-        g = tile_exp(x - c) * (row_grad + col_grad[j]);
-      } else {
-        g = row_grad * tile_exp(x - row_shift) + col_grad[j] * tile_exp(x - col_shift[j]);
-      }
-      if constexpr (kScale) acc += g == 0 ? acc_t(0) : g * x;  // x is -inf where g is 0
-      t[j] = g;
-    };
     const acc_t row_grad = kShared ? row.shared_factor(r0 + i, c)
                                    : (row.grad == nullptr ? acc_t(0) : row.grad[r0 + i]);
     const acc_t row_shift = kShared || row.grad == nullptr ? acc_t(0) : row.shift(r0 + i);
+    auto gradient = [&](int64_t j) __attribute__((always_inline)) {
+      const acc_t x = t[j];
+      if constexpr (kShared) return tile_exp(x - c) * (row_grad + col_grad[j]);
+      return row_grad * tile_exp(x - row_shift) + col_grad[j] * tile_exp(x - col_shift[j]);
+    };
+    if constexpr (!kScale) {
+      for (int64_t j = 0; j < nj; ++j) t[j] = gradient(j);
+      continue;
+    }
+    // With kScale, also sum G_ij s_ij (s is -inf where G is 0).
+    acc_t lane[kLanes] = {};
     const int64_t nj_lanes = nj - nj % kLanes;
     for (int64_t j = 0; j < nj_lanes; j += kLanes) {
-      for (int k = 0; k < kLanes; ++k) step(j + k, lane[k], row_grad, row_shift);
+      for (int k = 0; k < kLanes; ++k) {
+        const acc_t g = gradient(j + k);
+        lane[k] += g == 0 ? acc_t(0) : g * t[j + k];
+        t[j + k] = g;
+      }
     }
-    for (int64_t j = nj_lanes; j < nj; ++j) step(j, lane[j - nj_lanes], row_grad, row_shift);
-    if constexpr (kScale) g_dot_s += double(sum_lanes(lane));
+    for (int64_t j = nj_lanes; j < nj; ++j) {
+      const acc_t g = gradient(j);
+      lane[j - nj_lanes] += g == 0 ? acc_t(0) : g * t[j];
+      t[j] = g;
+    }
+    g_dot_s += double(sum_lanes(lane));
   }
   return g_dot_s;
+}
+
+template <typename acc_t>
+SSL_FAST_INLINE double tile_gradient_impl(
+    acc_t* s, int64_t ni, int64_t nj, int64_t r0, int64_t c0, const LseGrad<acc_t>& row, const LseGrad<acc_t>& col,
+    acc_t c, bool shared, bool want_scale, acc_t* col_grad, acc_t* col_shift) {
+  // Explicit calls, not a generic lambda: a lambda would not be inlined into the clones.
+  if (shared) {
+    return want_scale ? gradient_tile<true, true>(s, ni, nj, r0, c0, row, col, c, col_grad, col_shift)
+                      : gradient_tile<true, false>(s, ni, nj, r0, c0, row, col, c, col_grad, col_shift);
+  }
+  return want_scale ? gradient_tile<false, true>(s, ni, nj, r0, c0, row, col, c, col_grad, col_shift)
+                    : gradient_tile<false, false>(s, ni, nj, r0, c0, row, col, c, col_grad, col_shift);
+}
+
+SSL_FAST_CLONES double tile_gradient(
+    float* s, int64_t ni, int64_t nj, int64_t r0, int64_t c0, const LseGrad<float>& row, const LseGrad<float>& col,
+    float c, bool shared, bool want_scale, float* col_grad, float* col_shift) {
+  return tile_gradient_impl(s, ni, nj, r0, c0, row, col, c, shared, want_scale, col_grad, col_shift);
+}
+
+double tile_gradient(
+    double* s, int64_t ni, int64_t nj, int64_t r0, int64_t c0, const LseGrad<double>& row,
+    const LseGrad<double>& col, double c, bool shared, bool want_scale, double* col_grad, double* col_shift) {
+  return tile_gradient_impl(s, ni, nj, r0, c0, row, col, c, shared, want_scale, col_grad, col_shift);
 }
 
 // d loss / d x for x = v / max(|v|, eps) (F.normalize's derivative), in place on g.
@@ -440,16 +496,9 @@ double backward(const Problem<acc_t>& p, const LseGrad<acc_t>& row, const LseGra
       for (int64_t t = begin; t < end; ++t) {
         const TileLogits<acc_t> tile(p, round[t], buf);
         // Without k a tile is both (I, J) and (J, I): the column side is the row side.
-        const LseGrad<acc_t>& cside = p.self ? row : col;
-        auto run = [&](auto shared, auto scale) {
-          return gradient_tile<decltype(shared)::value, decltype(scale)::value>(
-              buf.data_ptr<acc_t>(), tile.ni, tile.nj, tile.r0, tile.c0, row, cside, p.scale, col_grad.data(),
-              col_shift.data());
-        };
-        using T = std::true_type;
-        using F = std::false_type;
-        const double gs = p.shared ? (want_scale ? run(T{}, T{}) : run(T{}, F{}))
-                                   : (want_scale ? run(F{}, T{}) : run(F{}, F{}));
+        const double gs = tile_gradient(
+            buf.data_ptr<acc_t>(), tile.ni, tile.nj, tile.r0, tile.c0, row, p.self ? row : col, p.scale, p.shared,
+            want_scale, col_grad.data(), col_shift.data());
         partial[first + t] = tile.diagonal ? gs / 2 : gs;  // a diagonal tile holds each pair twice
         const at::Tensor g = buf.narrow(0, 0, tile.ni).narrow(1, 0, tile.nj);
         dqn.narrow(0, tile.r0, tile.ni).addmm_(g, p.kn.narrow(0, tile.c0, tile.nj), 1, p.scale);

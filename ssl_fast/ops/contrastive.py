@@ -23,7 +23,6 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-@torch.library.register_fake("ssl_fast::contrastive_lse")
 def _fake(q, k, scale, exclude, col_lse):
     acc = _acc_dtype(q.dtype)
     rows, cols = q.shape[0], (0 if k is None else k.shape[0])
@@ -35,7 +34,6 @@ def _fake(q, k, scale, exclude, col_lse):
     )
 
 
-@torch.library.register_fake("ssl_fast::contrastive_lse_backward")
 def _fake_backward(grad_qn, grad_kn, grad_row, grad_col, q, k, qn, kn, row, col, scale, exclude, mask):
     return (
         torch.empty_like(q) if mask[0] else q.new_empty(0),
@@ -77,7 +75,10 @@ def _reference_grads(ctx, grads, mask) -> tuple:
     return tuple(next(found) if need else None for need in mask) + (None, None)
 
 
-torch.library.register_autograd("ssl_fast::contrastive_lse", _backward, setup_context=_setup_context)
+if _ext.LOADED:  # a pure-Python install has no ops to register
+    torch.library.register_fake("ssl_fast::contrastive_lse", _fake)
+    torch.library.register_fake("ssl_fast::contrastive_lse_backward", _fake_backward)
+    torch.library.register_autograd("ssl_fast::contrastive_lse", _backward, setup_context=_setup_context)
 
 
 def contrastive_lse(

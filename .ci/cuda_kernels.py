@@ -1,0 +1,20 @@
+"""Fails unless every op of a family with a CUDA source (csrc/cuda/<family>.cu) has a CUDA
+kernel in the ssl_fast._C that Python imports; no GPU is needed to ask."""
+
+import importlib
+import sys
+from pathlib import Path
+
+from ssl_fast import _ext
+
+families = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "csrc" / "cuda").glob("*.cu"))
+missing = [
+    op
+    for family in families
+    for op in importlib.import_module(f"ssl_fast.ops.{family}").OPS
+    if not _ext.has_kernel(op, "cuda")
+]
+if not _ext.LOADED or missing:
+    reason = _ext.LOAD_ERROR or "built without them"
+    sys.exit(f"no CUDA kernel for {', '.join(missing) or 'any op'} ({reason})")
+print(f"CUDA kernels present for every op of {', '.join(families)}")
