@@ -21,4 +21,27 @@ TORCH_LIBRARY(ssl_fast, m) {
   m.def(
       "mse_loss_backward(Tensor grad_output, Tensor input, Tensor target, "
       "int reduction, Tensor? weight) -> Tensor");
+
+  // Masking for masked modelling (common/masking.h). Random bits come from
+  // Philox keyed by (seed, offset) and indexed by element (common/philox.h),
+  // so every backend gives the same output for the same seed. mask_tokens
+  // compares 32-bit words with the thresholds (probability * 2^32, computed
+  // once in Python): select when u < select_threshold, then the mask token when
+  // u' < mask_threshold, a random id when u' < random_threshold (cumulative),
+  // else the token stays; labels hold the original id where selected, -100
+  // elsewhere. mlm_probability only serves exact_count.
+  m.def(
+      "mask_tokens(Tensor input_ids, Tensor? special_tokens_mask, Tensor? special_ids, "
+      "Tensor? word_ids, int mask_token_id, int vocab_size, int select_threshold, "
+      "int mask_threshold, int random_threshold, float mlm_probability, bool exact_count, "
+      "bool exclude_special_from_random, int seed, int offset) -> (Tensor, Tensor)");
+  m.def(
+      "mask_tokens_(Tensor(a!) input_ids, Tensor? special_tokens_mask, Tensor? special_ids, "
+      "Tensor? word_ids, int mask_token_id, int vocab_size, int select_threshold, "
+      "int mask_threshold, int random_threshold, float mlm_probability, bool exact_count, "
+      "bool exclude_special_from_random, int seed, int offset) -> Tensor");
+  // MAE's random masking of [N, L, D] patches: keeps the len_keep positions with
+  // the smallest noise, in noise order -> (x_kept, mask (1 = removed, float32),
+  // ids_restore).
+  m.def("random_masking(Tensor x, int len_keep, int seed, int offset) -> (Tensor, Tensor, Tensor)");
 }
