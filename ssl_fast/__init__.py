@@ -4,10 +4,11 @@ from ._ext import empty_cache
 from .info import backend_info
 from .losses import MSELoss, SmoothL1Loss
 from .ops.masking import mask_tokens, random_masking
+from .ops.mlm_loss import mlm_loss
 from .ops.regression_loss import mse_loss, smooth_l1_loss
 
 __version__ = "0.1.0"
 __all__ = [
-    "MSELoss", "SmoothL1Loss", "backend_info", "empty_cache", "mask_tokens", "mse_loss", "random_masking",
-    "smooth_l1_loss",
+    "MSELoss", "SmoothL1Loss", "backend_info", "empty_cache", "mask_tokens", "mlm_loss", "mse_loss",
+    "random_masking", "smooth_l1_loss",
 ]
