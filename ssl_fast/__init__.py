@@ -1,6 +1,7 @@
 """ssl_fast: fused C++/CUDA losses and masking for self-supervised learning in PyTorch."""
 
 from ._ext import empty_cache
+from .collate import MLMCollator
 from .info import backend_info
 from .losses import MSELoss, SmoothL1Loss
 from .ops.masking import mask_tokens, random_masking
@@ -9,6 +10,6 @@ from .ops.regression_loss import mse_loss, smooth_l1_loss
 
 __version__ = "0.1.0"
 __all__ = [
-    "MSELoss", "SmoothL1Loss", "backend_info", "empty_cache", "mask_tokens", "mlm_loss", "mse_loss",
-    "random_masking", "smooth_l1_loss",
+    "MLMCollator", "MSELoss", "SmoothL1Loss", "backend_info", "empty_cache", "mask_tokens", "mlm_loss",
+    "mse_loss", "random_masking", "smooth_l1_loss",
 ]
