@@ -34,19 +34,22 @@ struct Out {
   uint32_t w[4];
 };
 
+// One round on the counter words, under the round key (k0, k1).
+SSL_FAST_HD void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, uint32_t k0, uint32_t k1) {
+  const uint64_t p0 = uint64_t(kMul0) * c0;
+  const uint64_t p1 = uint64_t(kMul1) * c2;
+  const uint32_t n0 = uint32_t(p1 >> 32) ^ c1 ^ k0;
+  const uint32_t n2 = uint32_t(p0 >> 32) ^ c3 ^ k1;
+  c1 = uint32_t(p1);
+  c3 = uint32_t(p0);
+  c0 = n0;
+  c2 = n2;
+}
+
 SSL_FAST_HD Out philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
   SSL_FAST_UNROLL
   for (int round = 0; round < 10; ++round) {
-    const uint64_t p0 = uint64_t(kMul0) * c0;
-    const uint64_t p1 = uint64_t(kMul1) * c2;
-    const uint32_t n0 = uint32_t(p1 >> 32) ^ c1 ^ k0;
-    const uint32_t n2 = uint32_t(p0 >> 32) ^ c3 ^ k1;
-    c1 = uint32_t(p1);
-    c3 = uint32_t(p0);
-    c0 = n0;
-    c2 = n2;
-    k0 += kWeyl0;
-    k1 += kWeyl1;
+    philox_round(c0, c1, c2, c3, k0 + round * kWeyl0, k1 + round * kWeyl1);
   }
   return Out{{c0, c1, c2, c3}};
 }
