@@ -25,7 +25,11 @@ namespace {
 
 constexpr int64_t kTokenBlock = 4096;  // tokens per parallel block (a multiple of 4)
 constexpr int64_t kChunk = 256;        // selection words computed together (a multiple of 4)
-constexpr int64_t kMinParallelRows = 1;
+constexpr int64_t kTaskWork = int64_t(1) << 15;  // elements a parallel task should at least handle
+
+// Rows per parallel task for rows of `work` elements each: small calls stay on one
+// thread, where waking a second one would cost more than it saves.
+int64_t row_grain(int64_t work) { return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(1, work)); }
 
 // Selection words of the tokens [first, first + n), first a multiple of 4. (Scalar
 // Philox measured faster here than 4 to 16 calls advanced in lock-step for the
@@ -140,7 +144,7 @@ struct TokenPass {
   void run() const {
     std::atomic<bool> valid{true};
     if (c.exact) {
-      at::parallel_for(0, c.rows, kMinParallelRows, [&](int64_t r0, int64_t r1) {
+      at::parallel_for(0, c.rows, row_grain(c.length), [&](int64_t r0, int64_t r1) {
         std::vector<uint64_t> keys;
         std::vector<uint32_t> u(c.length + 8);
         keys.reserve(c.length);
@@ -151,7 +155,7 @@ struct TokenPass {
     } else {
       const int64_t n = c.rows * c.length;
       const int64_t blocks = (n + kTokenBlock - 1) / kTokenBlock;
-      at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      at::parallel_for(0, blocks, std::max<int64_t>(1, kTaskWork / kTokenBlock), [&](int64_t b0, int64_t b1) {
         bool ok = true;
         for (int64_t b = b0; b < b1; ++b) ok &= bernoulli(b * kTokenBlock, std::min(n, (b + 1) * kTokenBlock));
         if (!ok) valid = false;
@@ -259,7 +263,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> random_masking(
   auto* dst = static_cast<char*>(kept.data_ptr());
   float* m = mask.data_ptr<float>();
   int64_t* r = restore.data_ptr<int64_t>();
-  at::parallel_for(0, N, kMinParallelRows, [&](int64_t n0, int64_t n1) {
+  // Work per row: the sort (~L) and the copy of len_keep patches (~len_keep * D / 8 words).
+  at::parallel_for(0, N, row_grain(L + len_keep * D / 8), [&](int64_t n0, int64_t n1) {
     RowSorter sorter;
     for (int64_t n = n0; n < n1; ++n) {
       sorter.sort(key, n * L, L);
