@@ -35,10 +35,10 @@ build: venv
 test: build
 	$(PY) -m pytest tests -q
 
-# One session for both ops: one table (benchmarks/out/table.md), rows appended to
+# One session for all ops: one table (benchmarks/out/table.md), rows appended to
 # benchmarks/out/results.csv. Options: `$(PY) -m ssl_fast bench --help`.
 bench: build
-	$(PY) -m ssl_fast bench smooth_l1 mse
+	$(PY) -m ssl_fast bench smooth_l1 mse mask_tokens random_masking
 
 # Until the trainers land, the demo is the benchmark of the fused losses.
 demo: bench

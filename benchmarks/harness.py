@@ -75,6 +75,8 @@ class OpBench:
       for the achieved-bandwidth columns; None where the op is not bandwidth-bound.
     n_inputs: seeded randn tensors of the case shape passed to the provider;
       the first n_grad_inputs of them require grad in the backward and full modes.
+    make_inputs(shape, dtype, device): the provider's inputs instead of randn tensors,
+      for ops that take ids or masks (called after seeding torch's generator).
     """
 
     name: str
@@ -84,6 +86,7 @@ class OpBench:
     n_inputs: int = 2
     n_grad_inputs: int = 1
     modes: Sequence[str] = MODES
+    make_inputs: Callable[[Shape, torch.dtype, torch.device], list[torch.Tensor]] | None = None
 
 
 @dataclass(frozen=True)
@@ -203,20 +206,25 @@ class Step:
 
 
 def make_step(case: Case) -> Step:
-    """Seeded randn inputs (never zeros) and the round of the case's mode. Gradients are
-    set to None in every setup so that each round allocates them as a training step does;
-    on CUDA both setup and run end in a synchronisation, so a round times its own work."""
+    """Seeded inputs (randn, never zeros, or the op's make_inputs) and the round of the case's
+    mode. Gradients are set to None in every setup so that each round allocates them as a
+    training step does; on CUDA both setup and run end in a synchronisation, so a round
+    times its own work."""
     bench = find_bench(case)
     fn = _resolve(bench.providers[case.provider])
     device = torch.device(case.device)
     torch.manual_seed(SEED)
     needs_grad = case.mode != "forward"
-    inputs = [
-        torch.randn(case.shape, dtype=getattr(torch, case.dtype), device=device).requires_grad_(
-            needs_grad and i < bench.n_grad_inputs
-        )
-        for i in range(bench.n_inputs)
-    ]
+    dtype = getattr(torch, case.dtype)
+    if bench.make_inputs is not None:
+        inputs = bench.make_inputs(case.shape, dtype, device)
+    else:
+        inputs = [
+            torch.randn(case.shape, dtype=dtype, device=device).requires_grad_(
+                needs_grad and i < bench.n_grad_inputs
+            )
+            for i in range(bench.n_inputs)
+        ]
     sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def clear_grads() -> tuple[tuple, dict]:

@@ -14,6 +14,8 @@ from typing import NoReturn
 BENCH_OPS = {
     "smooth_l1": ("bench_regression_loss.py", "smooth_l1"),
     "mse": ("bench_regression_loss.py", "mse"),
+    "mask_tokens": ("bench_masking.py", "mask_tokens"),  # both variants (with and without a special mask)
+    "random_masking": ("bench_masking.py", "random_masking"),
 }
 
 
