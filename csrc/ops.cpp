@@ -27,8 +27,9 @@ TORCH_LIBRARY(ssl_fast, m) {
   // so every backend gives the same output for the same seed. mask_tokens
   // compares 32-bit words with the thresholds (probability * 2^32, computed
   // once in Python): select when u < select_threshold, then the mask token when
-  // u' < mask_threshold, a random id when u' < random_threshold (cumulative),
-  // else the token stays; labels hold the original id where selected, -100
+  // a decision word is below mask_threshold, a random id when it is below
+  // random_threshold (cumulative), else the token stays (MaskTokensParams says
+  // which word decides); labels hold the original id where selected, -100
   // elsewhere. mlm_probability only serves exact_count.
   m.def(
       "mask_tokens(Tensor input_ids, Tensor? special_tokens_mask, Tensor? special_ids, "

@@ -148,6 +148,11 @@ def mask_tokens(
     else:
         selected = ~special & (u < select_threshold)
     r0, r1, r2, _ = _indexed(index, STREAM_REPLACE, seed, offset)
+    if not exact_count and word_ids is None:
+        # Selected by its own word u, uniform below select_threshold: u decides, on scaled thresholds.
+        r0 = u
+        mask_threshold = (select_threshold * mask_threshold) >> 32
+        random_threshold = (select_threshold * random_threshold) >> 32
     n_special = 0 if special_ids is None else special_ids.numel()
     if exclude_special_from_random:
         random_ids = _below(r1, r2, vocab_size - n_special)

@@ -12,12 +12,17 @@
 
 namespace ssl_fast {
 
-// What every token of a mask_tokens call needs. Thresholds compare a 32-bit
-// random word u: select when u < select, then mask_token when u' < mask,
-// a random id when u' < random (cumulative), else keep the token.
+// What every token of a mask_tokens call needs. Thresholds compare 32-bit
+// random words: select when u < select; then a decision word d chooses the
+// mask token when d < mask, a random id when d < random (cumulative), else the
+// token stays. A token selected by its own selection word (Bernoulli per
+// token) decides with that word: once selected it is uniform below `select`,
+// so the thresholds scale by select / 2^32 (selected_mask, selected_random)
+// and only the random ids cost another Philox call. Exact counts and whole
+// words take d from the kReplace stream.
 struct MaskTokensParams {
   philox::Key key;
-  uint64_t select, mask, random;
+  uint64_t select, mask, random, selected_mask, selected_random;
   int64_t mask_token_id, vocab_size;
   const int64_t* special_ids;  // sorted, unique, inside the vocabulary
   int64_t n_special;
@@ -30,18 +35,33 @@ struct MaskTokensParams {
     return false;
   }
 
-  // The id that a selected token at flat index i becomes.
-  SSL_FAST_HD int64_t replacement(uint64_t i, int64_t id) const {
-    const philox::Out r = key(i, philox::kReplace);
-    if (r.w[0] < mask) return mask_token_id;
-    if (r.w[0] >= random) return id;
+  // The random id of token i: uniform over the vocabulary, or over its non-special ids.
+  SSL_FAST_HD int64_t random_id(const philox::Out& r) const {
     if (!exclude_special_from_random) return philox::below(r.w[1], r.w[2], vocab_size);
     // The v-th id that is not special: step over the sorted special ids at or below it.
     int64_t v = philox::below(r.w[1], r.w[2], vocab_size - n_special);
     for (int64_t k = 0; k < n_special; ++k) v += special_ids[k] <= v;
     return v;
   }
+
+  // What a token at flat index i selected by its own selection word u becomes.
+  SSL_FAST_HD int64_t replace_selected_by(uint64_t i, int64_t id, uint32_t u) const {
+    if (u < selected_mask) return mask_token_id;
+    return u < selected_random ? random_id(key(i, philox::kReplace)) : id;
+  }
+
+  // What a token at flat index i selected otherwise (exact count, whole word) becomes.
+  SSL_FAST_HD int64_t replace_selected(uint64_t i, int64_t id) const {
+    const philox::Out r = key(i, philox::kReplace);
+    if (r.w[0] < mask) return mask_token_id;
+    return r.w[0] < random ? random_id(r) : id;
+  }
 };
+
+// floor(select * t / 2^32): threshold t on a word uniform below 2^32, for a word uniform below select.
+inline uint64_t scale_threshold(uint64_t select, uint64_t t) {
+  return static_cast<uint64_t>((static_cast<unsigned __int128>(select) * t) >> 32);
+}
 
 // Selected tokens per row with exact_count: round(p * m) of the m non-special
 // ones, ties to even as Python's round().
@@ -112,7 +132,8 @@ inline MaskTokensCall check_mask_tokens(
   c.exact = exact;
   c.params = MaskTokensParams{
       philox::make_key(seed, offset), uint64_t(select_threshold), uint64_t(mask_threshold),
-      uint64_t(random_threshold), mask_token_id, vocab_size,
+      uint64_t(random_threshold), scale_threshold(select_threshold, mask_threshold),
+      scale_threshold(select_threshold, random_threshold), mask_token_id, vocab_size,
       n_special ? c.special_ids.data_ptr<int64_t>() : nullptr, n_special, exclude_special_from_random};
   return c;
 }

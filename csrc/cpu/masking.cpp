@@ -63,14 +63,14 @@ struct TokenPass {
     const int64_t id = ids[i];
     const bool valid = 0 <= id && id < p.vocab_size;
     selected = selected && valid;
-    out[i] = static_cast<id_t>(selected ? p.replacement(static_cast<uint64_t>(i), id) : id);
+    out[i] = static_cast<id_t>(selected ? p.replace_selected(static_cast<uint64_t>(i), id) : id);
     labels[i] = selected ? id : -100;
     return valid;
   }
 
   // Bernoulli selection per token (or per word), tokens [begin, end), in chunks: a
   // branch-free pass writes every token as unselected-or-kept and lists the selected
-  // ones, then the few selected (mlm_probability of them) draw their replacement.
+  // ones, then the few selected (mlm_probability of them) get their replacement.
   template <bool kMask, bool kIds, bool kWords>
   bool bernoulli(int64_t begin, int64_t end) const {
     bool valid = true;
@@ -104,7 +104,9 @@ struct TokenPass {
       }
       for (int64_t k = 0; k < n_chosen; ++k) {
         const int64_t i = chosen[k];
-        out[i] = static_cast<id_t>(p.replacement(static_cast<uint64_t>(i), labels[i]));
+        const auto index = static_cast<uint64_t>(i);
+        out[i] = static_cast<id_t>(kWords ? p.replace_selected(index, labels[i])
+                                          : p.replace_selected_by(index, labels[i], u[i - start]));
       }
     }
     return valid;

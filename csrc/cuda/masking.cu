@@ -55,9 +55,13 @@ struct Tokens {
     return (special_mask && special_mask[i]) || p.in_special_ids(id) || (word_ids && word_ids[i] < 0);
   }
 
-  __device__ void write(int64_t i, int64_t id, bool selected) const {
+  // Writes token i; own_word: it was selected by its selection word u, which then decides too.
+  __device__ void write(int64_t i, int64_t id, bool selected, bool own_word, uint32_t u) const {
     CUDA_KERNEL_ASSERT_MSG(0 <= id && id < p.vocab_size, "ssl_fast::mask_tokens: an id is outside the vocabulary");
-    out[i] = static_cast<id_t>(selected ? p.replacement(static_cast<uint64_t>(i), id) : id);
+    const auto index = static_cast<uint64_t>(i);
+    int64_t replaced = id;
+    if (selected) replaced = own_word ? p.replace_selected_by(index, id, u) : p.replace_selected(index, id);
+    out[i] = static_cast<id_t>(replaced);
     labels[i] = selected ? id : -100;
   }
 };
@@ -80,7 +84,7 @@ __global__ void bernoulli_kernel(const Tokens<id_t> t) {
                                          : u.w[j];
         selected = draw < t.p.select;
       }
-      t.write(i, id, selected);
+      t.write(i, id, selected, !t.word_ids, u.w[j]);
     }
   }
 }
@@ -129,7 +133,7 @@ __global__ void exact_kernel(const Tokens<id_t> t, uint64_t* keys) {
   }
   for (int64_t l = threadIdx.x; l < t.length; l += kThreads) {
     const int64_t i = begin + l;
-    t.write(i, t.ids[i], k > 0 && row[l] <= lo && row[l] != ~uint64_t(0));
+    t.write(i, t.ids[i], k > 0 && row[l] <= lo && row[l] != ~uint64_t(0), false, 0);
   }
 }
 
