@@ -7,7 +7,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
-DEPS := numpy pytest pytest-benchmark ninja pybind11 setuptools wheel ruff
+# transformers (pure Python, ~40 s to install) lets the tests and benchmarks compare the
+# masking with DataCollatorForLanguageModeling; without it those comparisons skip.
+DEPS := numpy pytest pytest-benchmark ninja pybind11 setuptools wheel ruff transformers
 
 # `make cuda-check` compiles every CUDA source against a CUDA build of torch (no GPU needed).
 CUDA_VENV ?= .venv-cuda
@@ -39,7 +41,7 @@ test: build
 # One session for every op: one table (benchmarks/out/table.md), rows appended to
 # benchmarks/out/results.csv. Options: `$(PY) -m ssl_fast bench --help`.
 bench: build
-	$(PY) -m ssl_fast bench smooth_l1 mse nt_xent
+	$(PY) -m ssl_fast bench smooth_l1 mse nt_xent mask_tokens random_masking
 
 # Until the trainers land, the demo is the benchmark of the fused losses.
 demo: bench

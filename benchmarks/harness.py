@@ -78,6 +78,8 @@ class OpBench:
       the first n_grad_inputs of them require grad in the backward and full modes.
     max_rounds: caps the timed rounds, for ops whose rounds take seconds.
     skip(case): why a case cannot run (e.g. memory a provider would need), else None.
+    make_inputs(shape, dtype, device): the provider's inputs instead of randn tensors,
+      for ops that take ids or masks (called after seeding torch's generator).
     """
 
     name: str
@@ -89,6 +91,7 @@ class OpBench:
     modes: Sequence[str] = MODES
     max_rounds: int | None = None
     skip: Callable[[Case], str | None] | None = None
+    make_inputs: Callable[[Shape, torch.dtype, torch.device], list[torch.Tensor]] | None = None
 
 
 @dataclass(frozen=True)
@@ -208,20 +211,25 @@ class Step:
 
 
 def make_step(case: Case) -> Step:
-    """Seeded randn inputs (never zeros) and the round of the case's mode. Gradients are
-    set to None in every setup so that each round allocates them as a training step does;
-    on CUDA both setup and run end in a synchronisation, so a round times its own work."""
+    """Seeded inputs (randn, never zeros, or the op's make_inputs) and the round of the case's
+    mode. Gradients are set to None in every setup so that each round allocates them as a
+    training step does; on CUDA both setup and run end in a synchronisation, so a round
+    times its own work."""
     bench = find_bench(case)
     fn = _resolve(bench.providers[case.provider])
     device = torch.device(case.device)
     torch.manual_seed(SEED)
     needs_grad = case.mode != "forward"
-    inputs = [
-        torch.randn(case.shape, dtype=getattr(torch, case.dtype), device=device).requires_grad_(
-            needs_grad and i < bench.n_grad_inputs
-        )
-        for i in range(bench.n_inputs)
-    ]
+    dtype = getattr(torch, case.dtype)
+    if bench.make_inputs is not None:
+        inputs = bench.make_inputs(case.shape, dtype, device)
+    else:
+        inputs = [
+            torch.randn(case.shape, dtype=dtype, device=device).requires_grad_(
+                needs_grad and i < bench.n_grad_inputs
+            )
+            for i in range(bench.n_inputs)
+        ]
     sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def clear_grads() -> tuple[tuple, dict]:

@@ -36,4 +36,28 @@ TORCH_LIBRARY(ssl_fast, m) {
       "contrastive_lse_backward(Tensor? grad_qn, Tensor? grad_kn, Tensor? grad_row_lse, "
       "Tensor? grad_col_lse, Tensor q, Tensor? k, Tensor qn, Tensor kn, Tensor row_lse, "
       "Tensor col_lse, Tensor scale, Tensor? exclude, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+
+  // Masking for masked modelling (common/masking.h). Random bits come from
+  // Philox keyed by (seed, offset) and indexed by element (common/philox.h),
+  // so every backend gives the same output for the same seed. mask_tokens
+  // compares 32-bit words with the thresholds (probability * 2^32, computed
+  // once in Python): select when u < select_threshold, then the mask token when
+  // a decision word is below mask_threshold, a random id when it is below
+  // random_threshold (cumulative), else the token stays (MaskTokensParams says
+  // which word decides); labels hold the original id where selected, -100
+  // elsewhere. mlm_probability only serves exact_count.
+  m.def(
+      "mask_tokens(Tensor input_ids, Tensor? special_tokens_mask, Tensor? special_ids, "
+      "Tensor? word_ids, int mask_token_id, int vocab_size, int select_threshold, "
+      "int mask_threshold, int random_threshold, float mlm_probability, bool exact_count, "
+      "bool exclude_special_from_random, int seed, int offset) -> (Tensor, Tensor)");
+  m.def(
+      "mask_tokens_(Tensor(a!) input_ids, Tensor? special_tokens_mask, Tensor? special_ids, "
+      "Tensor? word_ids, int mask_token_id, int vocab_size, int select_threshold, "
+      "int mask_threshold, int random_threshold, float mlm_probability, bool exact_count, "
+      "bool exclude_special_from_random, int seed, int offset) -> Tensor");
+  // MAE's random masking of [N, L, D] patches: keeps the len_keep positions with
+  // the smallest noise, in noise order -> (x_kept, mask (1 = removed, float32),
+  // ids_restore).
+  m.def("random_masking(Tensor x, int len_keep, int seed, int offset) -> (Tensor, Tensor, Tensor)");
 }

@@ -1,21 +1,28 @@
 """ssl_fast: fused C++/CUDA losses and masking for self-supervised learning in PyTorch."""
 
 from ._ext import empty_cache
+from .collate import MLMCollator
 from .info import backend_info
 from .losses import InfoNCELoss, MSELoss, NTXentLoss, SmoothL1Loss
 from .ops.contrastive import info_nce, nt_xent
+from .ops.masking import mask_tokens, random_masking
+from .ops.mlm_loss import mlm_loss
 from .ops.regression_loss import mse_loss, smooth_l1_loss
 
 __version__ = "0.1.0"
 __all__ = [
     "InfoNCELoss",
+    "MLMCollator",
     "MSELoss",
     "NTXentLoss",
     "SmoothL1Loss",
     "backend_info",
     "empty_cache",
     "info_nce",
+    "mask_tokens",
+    "mlm_loss",
     "mse_loss",
     "nt_xent",
+    "random_masking",
     "smooth_l1_loss",
 ]

@@ -15,6 +15,8 @@ BENCH_OPS = {
     "smooth_l1": ("bench_regression_loss.py", "smooth_l1"),
     "mse": ("bench_regression_loss.py", "mse"),
     "nt_xent": ("bench_contrastive.py", "nt_xent"),
+    "mask_tokens": ("bench_masking.py", "mask_tokens"),  # both variants (with and without a special mask)
+    "random_masking": ("bench_masking.py", "random_masking"),
 }
 
 

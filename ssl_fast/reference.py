@@ -116,3 +116,138 @@ def info_nce(
     if reduction == "none":
         return loss
     return loss.sum() if reduction == "sum" else loss.mean()
+
+
+# -- masking: Philox-4x32-10 in int64 arithmetic, bit for bit the generator of csrc/common/philox.h
+
+_PHILOX_MUL = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_WEYL = (0x9E3779B9, 0xBB67AE85)
+_U32 = 0xFFFFFFFF
+STREAM_SELECT, STREAM_REPLACE, STREAM_WORD = 0, 1, 2
+
+
+def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32 bits of a * b for a 32-bit constant a and 32-bit values b, with
+    partial products below 2^49 so that int64 never overflows."""
+    p_low, p_high = b * (a & 0xFFFF), b * (a >> 16)  # a * b = p_high * 2^16 + p_low
+    return (p_high + (p_low >> 16)) >> 16, (p_low + ((p_high & 0xFFFF) << 16)) & _U32
+
+
+def philox(counter: tuple, key: tuple[int, int]) -> list[torch.Tensor]:
+    """Philox-4x32-10 of the counter words (int64 tensors or ints holding 32-bit values,
+    broadcast together) under a 64-bit key given as two 32-bit words."""
+    c0, c1, c2, c3 = torch.broadcast_tensors(*(torch.as_tensor(c, dtype=torch.int64) for c in counter))
+    k0, k1 = key
+    for _ in range(10):
+        hi0, lo0 = _mulhilo(_PHILOX_MUL[0], c0)
+        hi1, lo1 = _mulhilo(_PHILOX_MUL[1], c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0, k1 = (k0 + _PHILOX_WEYL[0]) & _U32, (k1 + _PHILOX_WEYL[1]) & _U32
+    return [c0, c1, c2, c3]
+
+
+def _key(seed: int) -> tuple[int, int]:
+    seed %= 1 << 64
+    return seed & _U32, seed >> 32
+
+
+def _indexed(index: torch.Tensor, stream: int, seed: int, offset: int) -> list[torch.Tensor]:
+    return philox((index & _U32, index >> 32, stream, offset % (1 << 32)), _key(seed))
+
+
+def selection_words(index: torch.Tensor, seed: int, offset: int) -> torch.Tensor:
+    """The 32-bit selection word of each flat element index: word index % 4 of the
+    Philox output for counter index // 4."""
+    words = torch.stack(_indexed(index // 4, STREAM_SELECT, seed, offset), -1)
+    return words.gather(-1, (index % 4).unsqueeze(-1)).squeeze(-1)
+
+
+def _below(lo: torch.Tensor, hi: torch.Tensor, n: int) -> torch.Tensor:
+    """floor(n * (hi * 2^32 + lo) / 2^64), as philox::below."""
+    return (hi * n + ((lo * n) >> 32)) >> 32
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    special_tokens_mask: torch.Tensor | None,
+    special_ids: torch.Tensor | None,
+    word_ids: torch.Tensor | None,
+    mask_token_id: int,
+    vocab_size: int,
+    select_threshold: int,
+    mask_threshold: int,
+    random_threshold: int,
+    mlm_probability: float,
+    exact_count: bool,
+    exclude_special_from_random: bool,
+    seed: int,
+    offset: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.ops.ssl_fast.mask_tokens in PyTorch, with the same bits (see csrc/ops.cpp)."""
+    ids = input_ids.reshape(-1).long()
+    bad = (ids < 0) | (ids >= vocab_size)
+    if bad.any():
+        raise ValueError(
+            f"mask_tokens: input_ids holds ids outside the vocabulary [0, {vocab_size}), "
+            f"e.g. {ids[bad][0].item()}"
+        )
+    length = input_ids.shape[-1]
+    index = torch.arange(ids.numel(), device=ids.device)
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    if special_tokens_mask is not None:
+        special |= special_tokens_mask.reshape(-1)
+    if special_ids is not None and special_ids.numel():
+        special |= torch.isin(ids, special_ids)
+    if word_ids is not None:
+        words = word_ids.reshape(-1)
+        special |= words < 0
+        u = philox((words & _U32, (index // length) & _U32, STREAM_WORD, offset % (1 << 32)), _key(seed))[0]
+    else:
+        u = selection_words(index, seed, offset)
+    if exact_count:
+        # The round(p * m) non-special tokens of each row with the smallest (u, position).
+        keys = torch.where(special, torch.iinfo(torch.int64).max, u * length + index % length)
+        keys = keys.view(-1, length)
+        rank = torch.empty_like(keys).scatter_(
+            1, keys.argsort(dim=1), torch.arange(length, device=ids.device).expand_as(keys)
+        )
+        count = torch.round((~special).view(-1, length).sum(1, dtype=torch.float64) * mlm_probability)
+        selected = (rank < count.long().unsqueeze(1)).reshape(-1) & ~special
+    else:
+        selected = ~special & (u < select_threshold)
+    r0, r1, r2, _ = _indexed(index, STREAM_REPLACE, seed, offset)
+    if not exact_count and word_ids is None:
+        # Selected by its own word u, uniform below select_threshold: u decides, on scaled thresholds.
+        r0 = u
+        mask_threshold = (select_threshold * mask_threshold) >> 32
+        random_threshold = (select_threshold * random_threshold) >> 32
+    n_special = 0 if special_ids is None else special_ids.numel()
+    if exclude_special_from_random:
+        random_ids = _below(r1, r2, vocab_size - n_special)
+        for s in special_ids.tolist():  # sorted: step over the special ids at or below
+            random_ids += random_ids >= s
+    else:
+        random_ids = _below(r1, r2, vocab_size)
+    kept_or_random = torch.where(r0 < random_threshold, random_ids, ids)
+    replaced = torch.where(r0 < mask_threshold, mask_token_id, kept_or_random)
+    masked = torch.where(selected, replaced, ids).to(input_ids.dtype).view(input_ids.shape)
+    labels = torch.where(selected, ids, -100).view(input_ids.shape)
+    return masked, labels
+
+
+def random_masking(
+    x: torch.Tensor, len_keep: int, seed: int, offset: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MAE's random masking with Philox noise: the len_keep positions of each row with
+    the smallest (noise word, position), in that order; mask 1 = removed; ids_restore
+    un-shuffles."""
+    n, length, dim = x.shape
+    index = torch.arange(n * length, device=x.device)
+    noise = (selection_words(index, seed, offset) * length + index % length).view(n, length)
+    ids_shuffle = noise.argsort(dim=1)
+    ids_restore = torch.empty_like(ids_shuffle).scatter_(
+        1, ids_shuffle, torch.arange(length, device=x.device).expand(n, length)
+    )
+    kept = x.gather(1, ids_shuffle[:, :len_keep, None].expand(-1, -1, dim))
+    mask = (ids_restore >= len_keep).float()
+    return kept, mask, ids_restore

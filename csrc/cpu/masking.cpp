@@ -1,0 +1,294 @@
+// CPU kernels of the masking ops: mask_tokens (MLM) and random_masking (MAE).
+//
+// Every random bit comes from Philox keyed by the call's seed and indexed by
+// the element (common/philox.h), and the work is cut into fixed blocks of
+// tokens or rows, so the output does not depend on the thread count.
+//
+// mask_tokens reads the ids (and the special-tokens mask) once and writes the
+// masked ids and the labels: one Philox call gives the selection words of 4
+// tokens, and only the selected tokens (mlm_probability of them) draw again to
+// choose between mask token, random id and keeping the token.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#include "../common/masking.h"
+#include "alloc.h"
+
+namespace ssl_fast::cpu {
+namespace {
+
+constexpr int64_t kTokenBlock = 4096;  // tokens per parallel block (a multiple of 4)
+constexpr int64_t kChunk = 256;        // selection words computed together (a multiple of 4)
+constexpr int64_t kTaskWork = int64_t(1) << 15;  // elements a parallel task should at least handle
+
+// Rows per parallel task for rows of `work` elements each: small calls stay on one
+// thread, where waking a second one would cost more than it saves.
+int64_t row_grain(int64_t work) { return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(1, work)); }
+
+// Selection words of the tokens [first, first + n), first a multiple of 4. (Scalar
+// Philox measured faster here than 4 to 16 calls advanced in lock-step for the
+// compiler to vectorise: x86-64's baseline SSE2 has no 4-lane 32x32->64 multiply.)
+void selection_words(const philox::Key& key, int64_t first, int64_t n, uint32_t* out) {
+  const int64_t groups = (n + 3) / 4;
+  for (int64_t g = 0; g < groups; ++g) {
+    const philox::Out r = key(static_cast<uint64_t>(first / 4 + g), philox::kSelect);
+    std::memcpy(out + 4 * g, r.w, sizeof r.w);
+  }
+}
+
+// The operands of one call, typed. The parameters are a copy, so that the stores
+// to the outputs cannot alias them and the hot loop keeps them in registers.
+template <typename id_t>
+struct TokenPass {
+  const MaskTokensCall& c;
+  const MaskTokensParams p;
+  const id_t* ids;
+  id_t* out;
+  int64_t* labels;
+  const bool* special_mask;
+  const int64_t* word_ids;
+
+  bool special(int64_t i, int64_t id) const {
+    return (special_mask && special_mask[i]) || p.in_special_ids(id) || (word_ids && word_ids[i] < 0);
+  }
+
+  // Writes token i; returns false when its id is outside the vocabulary.
+  bool write(int64_t i, bool selected) const {
+    const int64_t id = ids[i];
+    const bool valid = 0 <= id && id < p.vocab_size;
+    selected = selected && valid;
+    out[i] = static_cast<id_t>(selected ? p.replace_selected(static_cast<uint64_t>(i), id) : id);
+    labels[i] = selected ? id : -100;
+    return valid;
+  }
+
+  // Bernoulli selection per token (or per word), tokens [begin, end), in chunks: a
+  // branch-free pass writes every token as unselected-or-kept and lists the selected
+  // ones, then the few selected (mlm_probability of them) get their replacement.
+  template <bool kMask, bool kIds, bool kWords>
+  bool bernoulli(int64_t begin, int64_t end) const {
+    bool valid = true;
+    uint32_t u[kChunk];
+    int64_t chosen[kChunk];
+    for (int64_t start = begin; start < end; start += kChunk) {
+      const int64_t n = std::min(kChunk, end - start);
+      if constexpr (kWords) {
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t i = start + j;
+          u[j] = p.key.word(static_cast<uint32_t>(word_ids[i]), static_cast<uint32_t>(i / c.length)).w[0];
+        }
+      } else {
+        selection_words(p.key, start, n, u);
+      }
+      int64_t n_chosen = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t i = start + j;
+        const int64_t id = ids[i];
+        const bool in_vocab = static_cast<uint64_t>(id) < static_cast<uint64_t>(p.vocab_size);
+        bool special = false;
+        if constexpr (kWords) special = this->special(i, id);  // rare: every check at run time
+        if constexpr (kMask) special |= special_mask[i];
+        if constexpr (kIds) special |= p.in_special_ids(id);
+        const bool selected = in_vocab && !special && u[j] < p.select;
+        valid &= in_vocab;
+        out[i] = static_cast<id_t>(id);
+        labels[i] = selected ? id : -100;
+        chosen[n_chosen] = i;
+        n_chosen += selected;
+      }
+      for (int64_t k = 0; k < n_chosen; ++k) {
+        const int64_t i = chosen[k];
+        const auto index = static_cast<uint64_t>(i);
+        out[i] = static_cast<id_t>(kWords ? p.replace_selected(index, labels[i])
+                                          : p.replace_selected_by(index, labels[i], u[i - start]));
+      }
+    }
+    return valid;
+  }
+
+  bool bernoulli(int64_t begin, int64_t end) const {
+    const bool mask = special_mask != nullptr, ids_given = p.n_special > 0, words = word_ids != nullptr;
+    if (words) return bernoulli<false, false, true>(begin, end);
+    if (mask) return ids_given ? bernoulli<true, true, false>(begin, end) : bernoulli<true, false, false>(begin, end);
+    return ids_given ? bernoulli<false, true, false>(begin, end) : bernoulli<false, false, false>(begin, end);
+  }
+
+  // exact_count: the round(p * m) non-special tokens of the row with the smallest rank keys.
+  bool exact_row(int64_t row, std::vector<uint64_t>& keys, std::vector<uint32_t>& u) const {
+    const int64_t begin = row * c.length, L = c.length;
+    const int64_t first = begin & ~int64_t(3);  // selection words come in groups of 4
+    selection_words(c.params.key, first, begin + L - first, u.data());
+    const uint32_t* word = u.data() + (begin - first);
+    keys.clear();
+    for (int64_t l = 0; l < L; ++l) {
+      if (!special(begin + l, ids[begin + l])) keys.push_back(rank_key(word[l], l));
+    }
+    const int64_t k = exact_count(c.probability, static_cast<int64_t>(keys.size()));
+    uint64_t last = 0;  // the largest selected key
+    if (k > 0) {
+      std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end());
+      last = keys[k - 1];
+    }
+    bool valid = true;
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t i = begin + l;
+      valid &= write(i, k > 0 && !special(i, ids[i]) && rank_key(word[l], l) <= last);
+    }
+    return valid;
+  }
+
+  void run() const {
+    std::atomic<bool> valid{true};
+    if (c.exact) {
+      at::parallel_for(0, c.rows, row_grain(c.length), [&](int64_t r0, int64_t r1) {
+        std::vector<uint64_t> keys;
+        std::vector<uint32_t> u(c.length + 8);
+        keys.reserve(c.length);
+        bool ok = true;
+        for (int64_t r = r0; r < r1; ++r) ok &= exact_row(r, keys, u);
+        if (!ok) valid = false;
+      });
+    } else {
+      const int64_t n = c.rows * c.length;
+      const int64_t blocks = (n + kTokenBlock - 1) / kTokenBlock;
+      at::parallel_for(0, blocks, std::max<int64_t>(1, kTaskWork / kTokenBlock), [&](int64_t b0, int64_t b1) {
+        bool ok = true;
+        for (int64_t b = b0; b < b1; ++b) ok &= bernoulli(b * kTokenBlock, std::min(n, (b + 1) * kTokenBlock));
+        if (!ok) valid = false;
+      });
+    }
+    if (!valid.load()) {  // the error path: find an offending id for the message
+      const int64_t n = c.rows * c.length;
+      const id_t* bad = std::find_if(ids, ids + n, [&](int64_t id) { return id < 0 || id >= c.params.vocab_size; });
+      TORCH_CHECK_VALUE(false, "mask_tokens: input_ids holds ids outside the vocabulary [0, ", c.params.vocab_size,
+                        "), e.g. ", *bad);
+    }
+  }
+};
+
+void mask_tokens_into(const MaskTokensCall& c, const at::Tensor& out, const at::Tensor& labels) {
+  AT_DISPATCH_INDEX_TYPES(c.ids.scalar_type(), "ssl_fast_mask_tokens_cpu", [&] {
+    TokenPass<index_t>{
+        c, c.params, c.ids.const_data_ptr<index_t>(), out.data_ptr<index_t>(), labels.data_ptr<int64_t>(),
+        c.special_mask.defined() ? c.special_mask.const_data_ptr<bool>() : nullptr,
+        c.word_ids.defined() ? c.word_ids.const_data_ptr<int64_t>() : nullptr}
+        .run();
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> mask_tokens(
+    const at::Tensor& input_ids, const std::optional<at::Tensor>& special_tokens_mask,
+    const std::optional<at::Tensor>& special_ids, const std::optional<at::Tensor>& word_ids,
+    int64_t mask_token_id, int64_t vocab_size, int64_t select_threshold, int64_t mask_threshold,
+    int64_t random_threshold, double probability, bool exact, bool exclude_special_from_random, int64_t seed,
+    int64_t offset) {
+  const auto c = check_mask_tokens("ssl_fast::mask_tokens", input_ids, special_tokens_mask, special_ids, word_ids,
+                                   mask_token_id, vocab_size, select_threshold, mask_threshold, random_threshold,
+                                   probability, exact, exclude_special_from_random, seed, offset);
+  at::Tensor out = empty(c.ids.sizes(), c.ids.scalar_type());
+  at::Tensor labels = empty(c.ids.sizes(), at::kLong);
+  mask_tokens_into(c, out, labels);
+  return {out.view(input_ids.sizes()), labels.view(input_ids.sizes())};
+}
+
+// In place: ids are read before they are written, token by token (exact_count
+// reads a whole row first), so out may alias the ids. A non-contiguous input
+// is masked in a contiguous copy, then copied back.
+at::Tensor mask_tokens_(
+    at::Tensor& input_ids, const std::optional<at::Tensor>& special_tokens_mask,
+    const std::optional<at::Tensor>& special_ids, const std::optional<at::Tensor>& word_ids,
+    int64_t mask_token_id, int64_t vocab_size, int64_t select_threshold, int64_t mask_threshold,
+    int64_t random_threshold, double probability, bool exact, bool exclude_special_from_random, int64_t seed,
+    int64_t offset) {
+  const auto c = check_mask_tokens("ssl_fast::mask_tokens_", input_ids, special_tokens_mask, special_ids,
+                                   word_ids, mask_token_id, vocab_size, select_threshold, mask_threshold,
+                                   random_threshold, probability, exact, exclude_special_from_random, seed, offset);
+  at::Tensor labels = empty(c.ids.sizes(), at::kLong);
+  mask_tokens_into(c, c.ids, labels);
+  if (!c.ids.is_same(input_ids)) input_ids.copy_(c.ids);
+  return labels.view(input_ids.sizes());
+}
+
+// random_masking: per row, sort the L positions by (noise word, position) with
+// a bucket sort on the top bits of the word (uniform, so the buckets hold ~1
+// key each and the final insertion sort moves little): O(L) where argsort is
+// O(L log L), and ids_restore is the inverse permutation, not a second sort.
+struct RowSorter {
+  std::vector<uint64_t> keys, sorted;
+  std::vector<int64_t> count;
+  std::vector<uint32_t> u;
+
+  // Positions of one row in ascending (word, position) order, in `sorted` (low 32 bits).
+  void sort(const philox::Key& key, int64_t begin, int64_t L) {
+    const int64_t first = begin & ~int64_t(3);
+    u.resize(begin + L - first + 4);
+    selection_words(key, first, begin + L - first, u.data());
+    const uint32_t* word = u.data() + (begin - first);
+    int bits = 0;
+    while ((int64_t(1) << bits) < L && bits < 16) ++bits;
+    const int shift = 32 - bits;
+    count.assign((int64_t(1) << bits) + 1, 0);
+    keys.resize(L);
+    sorted.resize(L);
+    for (int64_t l = 0; l < L; ++l) {
+      keys[l] = rank_key(word[l], l);
+      ++count[bits ? (word[l] >> shift) + 1 : 1];
+    }
+    for (size_t b = 1; b < count.size(); ++b) count[b] += count[b - 1];
+    for (int64_t l = 0; l < L; ++l) sorted[count[bits ? word[l] >> shift : 0]++] = keys[l];
+    for (int64_t i = 1; i < L; ++i) {  // ordered by bucket already: only in-bucket inversions remain
+      const uint64_t v = sorted[i];
+      int64_t j = i;
+      for (; j > 0 && sorted[j - 1] > v; --j) sorted[j] = sorted[j - 1];
+      sorted[j] = v;
+    }
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> random_masking(
+    const at::Tensor& x_in, int64_t len_keep, int64_t seed, int64_t offset) {
+  check_random_masking("ssl_fast::random_masking", x_in, len_keep);
+  const at::Tensor x = x_in.contiguous();
+  const int64_t N = x.size(0), L = x.size(1), D = x.size(2);
+  at::Tensor kept = empty({N, len_keep, D}, x.scalar_type());
+  at::Tensor mask = empty({N, L}, at::kFloat);
+  at::Tensor restore = empty({N, L}, at::kLong);
+  const auto key = philox::make_key(seed, offset);
+  const size_t row_bytes = static_cast<size_t>(D) * x.element_size();
+  const auto* src = static_cast<const char*>(x.const_data_ptr());
+  auto* dst = static_cast<char*>(kept.data_ptr());
+  float* m = mask.data_ptr<float>();
+  int64_t* r = restore.data_ptr<int64_t>();
+  // Work per row: the sort (~L) and the copy of len_keep patches (~len_keep * D / 8 words).
+  at::parallel_for(0, N, row_grain(L + len_keep * D / 8), [&](int64_t n0, int64_t n1) {
+    RowSorter sorter;
+    for (int64_t n = n0; n < n1; ++n) {
+      sorter.sort(key, n * L, L);
+      for (int64_t rank = 0; rank < L; ++rank) {
+        const auto l = static_cast<int64_t>(sorter.sorted[rank] & 0xFFFFFFFFu);
+        r[n * L + l] = rank;
+        m[n * L + l] = rank < len_keep ? 0.f : 1.f;
+        if (rank < len_keep && row_bytes) {
+          std::memcpy(dst + (n * len_keep + rank) * row_bytes, src + (n * L + l) * row_bytes, row_bytes);
+        }
+      }
+    }
+  });
+  return {kept, mask, restore};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ssl_fast, CPU, m) {
+  m.impl("mask_tokens", &mask_tokens);
+  m.impl("mask_tokens_", &mask_tokens_);
+  m.impl("random_masking", &random_masking);
+}
+
+}  // namespace ssl_fast::cpu

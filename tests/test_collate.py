@@ -1,0 +1,192 @@
+"""ssl_fast.MLMCollator: padding, masking, seeds, and parity with transformers' collator."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_masking import SIGMAS, within
+
+import ssl_fast
+
+PAD, MASK, VOCAB = 0, 4, 1000
+
+
+class WordTokenizer:
+    """The attributes MLMCollator reads, and nothing else."""
+
+    mask_token_id = MASK
+    pad_token_id = PAD
+    all_special_ids = [0, 1, 2, 3, 4]
+    padding_side = "right"
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __len__(self) -> int:
+        return VOCAB
+
+
+def examples(n: int, seed: int = 0, low: int = 5, high: int = 300) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(low, high, (n,), generator=gen).tolist()
+    return [
+        {"input_ids": [1] + torch.randint(5, VOCAB, (k - 2,), generator=gen).tolist() + [2]} for k in lengths
+    ]
+
+
+def test_pads_and_masks():
+    rows = examples(256)
+    batch = ssl_fast.MLMCollator(WordTokenizer(), seed=0)(rows)
+    assert list(batch) == ["input_ids", "attention_mask", "labels"]
+    ids, attention, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    assert ids.dtype == attention.dtype == labels.dtype == torch.int64
+    assert ids.shape == attention.shape == labels.shape == (256, max(len(r["input_ids"]) for r in rows))
+    padding = attention == 0
+    assert torch.equal(ids[padding], torch.zeros_like(ids[padding]))
+    selected = labels != -100
+    assert not selected[padding].any() and not selected[:, 0].any()
+    within(int(selected.sum()), int((~padding).sum() - 2 * len(ids)), 0.15, "selected")
+    assert (ids[selected] == MASK).float().mean().item() == pytest.approx(0.8, abs=SIGMAS * 0.01)
+
+
+def test_pad_to_multiple_of_and_id_lists():
+    rows = [e["input_ids"] for e in examples(3, low=5, high=20)]
+    batch = ssl_fast.MLMCollator(WordTokenizer(), pad_to_multiple_of=8, seed=0)(rows)
+    assert list(batch) == ["input_ids", "labels"] and batch["input_ids"].shape[1] % 8 == 0
+    same = [[1, 7, 8, 2], [1, 9, 9, 2]]
+    assert ssl_fast.MLMCollator(WordTokenizer(), seed=0)(same)["input_ids"].shape == (2, 4)
+
+
+def test_special_tokens_mask_is_used_and_removed():
+    rows = examples(64)
+    for row in rows:
+        row["special_tokens_mask"] = [1] + [k % 2 for k in range(len(row["input_ids"]) - 2)] + [1]
+    batch = ssl_fast.MLMCollator(WordTokenizer(), mlm_probability=0.5, seed=1)(rows)
+    assert "special_tokens_mask" not in batch
+    for r, row in enumerate(rows):
+        n = len(row["input_ids"])
+        flags = torch.tensor(row["special_tokens_mask"], dtype=torch.bool)
+        assert not (batch["labels"][r, :n][flags] != -100).any()
+        assert not (batch["labels"][r, n:] != -100).any()  # padding
+
+
+def test_causal_lm_labels():
+    rows = examples(4)
+    batch = ssl_fast.MLMCollator(WordTokenizer(), mlm=False)(rows)
+    ids = batch["input_ids"]
+    assert torch.equal(batch["labels"], torch.where(ids == PAD, -100, ids))
+    assert not (ids == MASK).any()
+
+
+def test_seeded_batches_are_reproducible_and_distinct():
+    rows = examples(8)
+    first, second = (
+        ssl_fast.MLMCollator(WordTokenizer(), seed=3),
+        ssl_fast.MLMCollator(WordTokenizer(), seed=3),
+    )
+    a, b = [first(rows)["labels"] for _ in range(2)], [second(rows)["labels"] for _ in range(2)]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], a[1])
+
+
+def test_dataloader_workers_get_distinct_seeds():
+    rows = examples(1, low=200, high=201) * 8
+
+    def run() -> list[torch.Tensor]:
+        loader = torch.utils.data.DataLoader(
+            rows,
+            batch_size=4,
+            num_workers=2,
+            collate_fn=ssl_fast.MLMCollator(WordTokenizer(), seed=5),
+            multiprocessing_context="fork",
+        )
+        return [batch["labels"] for batch in loader]
+
+    batches = run()
+    assert len(batches) == 2 and not torch.equal(batches[0], batches[1])  # same rows, workers 0 and 1
+    assert all(torch.equal(a, b) for a, b in zip(batches, run(), strict=True))
+
+
+def test_does_not_import_transformers():
+    code = (
+        "import sys, ssl_fast\n"
+        "class T:\n"
+        "    mask_token_id, pad_token_id, all_special_ids = 4, 0, [0, 4]\n"
+        "    def __len__(self): return 10\n"
+        "ssl_fast.MLMCollator(T(), seed=0)([{'input_ids': [5, 6, 7]}, {'input_ids': [5]}])\n"
+        "assert 'transformers' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_errors():
+    class NoMask(WordTokenizer):
+        mask_token_id = None
+
+    class NoPad(WordTokenizer):
+        pad_token_id = None
+
+    with pytest.raises(ValueError, match="has no mask token"):
+        ssl_fast.MLMCollator(NoMask())
+    with pytest.raises(ValueError, match="only return_tensors='pt' is supported, got 'np'"):
+        ssl_fast.MLMCollator(WordTokenizer(), return_tensors="np")
+    with pytest.raises(ValueError, match=r"mlm_probability must be a probability in \[0, 1\], got 2"):
+        ssl_fast.MLMCollator(WordTokenizer(), mlm_probability=2)
+    with pytest.raises(ValueError, match=r"at most 1, got 0.9 \+ 0.2"):
+        ssl_fast.MLMCollator(WordTokenizer(), mask_replace_prob=0.9, random_replace_prob=0.2)
+    with pytest.raises(ValueError, match="pad_to_multiple_of must be a positive int, got 0"):
+        ssl_fast.MLMCollator(WordTokenizer(), pad_to_multiple_of=0)
+    with pytest.raises(ValueError, match="need padding, but the tokenizer .*NoPad.* has no pad token"):
+        ssl_fast.MLMCollator(NoPad())([[5, 6], [5]])
+    with pytest.raises(ValueError, match="empty batch"):
+        ssl_fast.MLMCollator(WordTokenizer())([])
+    with pytest.raises(ValueError, match="must have 'input_ids'"):
+        ssl_fast.MLMCollator(WordTokenizer())([{"ids": [5]}])
+
+
+# -- parity with transformers ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer():
+    pytest.importorskip("transformers", reason="transformers is not installed (optional test dependency)")
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    names = {0: "[PAD]", 1: "[CLS]", 2: "[SEP]", 3: "[UNK]", 4: "[MASK]"}
+    vocab = {names.get(i, f"w{i}"): i for i in range(VOCAB)}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="[UNK]")),
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        unk_token="[UNK]",
+        mask_token="[MASK]",
+    )
+
+
+@pytest.mark.parametrize("with_special_mask", [False, True])
+def test_same_batches_as_transformers(hf_tokenizer, with_special_mask):
+    from transformers import DataCollatorForLanguageModeling
+
+    rows = examples(512)
+    if with_special_mask:
+        for row in rows:
+            row["special_tokens_mask"] = hf_tokenizer.get_special_tokens_mask(
+                row["input_ids"], already_has_special_tokens=True
+            )
+    theirs = DataCollatorForLanguageModeling(hf_tokenizer, pad_to_multiple_of=8, seed=0)(
+        [dict(r) for r in rows]
+    )
+    ours = ssl_fast.MLMCollator(hf_tokenizer, pad_to_multiple_of=8, seed=0)([dict(r) for r in rows])
+    assert set(ours) == set(theirs)
+    for key in ours:
+        assert ours[key].dtype == theirs[key].dtype and ours[key].shape == theirs[key].shape, key
+    assert torch.equal(ours["attention_mask"], theirs["attention_mask"])
+    n = int(ours["attention_mask"].sum() - 2 * len(rows))
+    for batch, who in ((ours, "ssl_fast"), (theirs, "transformers")):
+        selected = batch["labels"] != -100
+        assert not selected[batch["attention_mask"] == 0].any(), who
+        within(int(selected.sum()), n, 0.15, f"{who} selected")
+        s = int(selected.sum())
+        within(int((batch["input_ids"][selected] == MASK).sum()), s, 0.8 + 0.1 / VOCAB, f"{who} masked")
