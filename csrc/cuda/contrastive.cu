@@ -20,10 +20,11 @@
 // Every reduction runs in an order fixed by the thread index and the strip order, and
 // no atomics are used: results are bitwise repeatable on a given card.
 //
-// Known costs of this stage: the 3 GEMM-equivalents of the materialised formula (no use
-// of symmetry), 16-bit inputs multiplied in fp32, the logits written and read once per
-// epilogue, and a host synchronisation when scale is a CUDA tensor (it is read once by
-// check_contrastive_call). exclude is range-checked by the CPU kernel only; here an
+// Known costs of this stage: GEMMs of rows x cols x dim, 3 without k (forward, recompute,
+// dQn; the symmetric form needs 2) and 4 with k and dk; 16-bit inputs multiplied in fp32
+// (fp32 GEMMs follow torch's matmul precision setting, so TF32 only where the user allows
+// it); the logits written and read once per epilogue; and a host synchronisation when
+// scale is a CUDA tensor (it is read once by check_contrastive_call). exclude is range-checked by the CPU kernel only; here an
 // entry outside [0, cols) excludes nothing (it is compared, never used as an index).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
