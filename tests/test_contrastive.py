@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FLOAT_DTYPES, assert_accurate, randn
+from conftest import FLOAT_DTYPES, assert_accurate, randn, requires_cuda
 
 import ssl_fast
 from ssl_fast import reference
@@ -422,3 +422,239 @@ def test_matches_lightly(bank, gen):
         their_loss, their_grads = value_and_grads(theirs, out0, out1)
         torch.testing.assert_close(loss, their_loss, msg=lambda m, s=step: f"step {s}: {m}")
         torch.testing.assert_close(grads, their_grads)
+
+
+# ----------------------------------------------------------------- CUDA kernels
+# Skipped without a GPU; `pytest tests -k cuda` selects them. SSL_FAST_BACKEND=ext makes a
+# missing CUDA kernel an error instead of a fallback to the reference. STRIPS forces the
+# kernels' strip height (rows of logits per GEMM) down to 7 rows, so that these small
+# sizes span several strips; None keeps the default (one strip at these sizes).
+
+CUDA_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+STRIPS = [None, 7]
+
+
+@pytest.fixture
+def cuda_kernel(monkeypatch):
+    monkeypatch.setenv("SSL_FAST_BACKEND", "ext")
+
+    def strip_rows(rows: int | str | None) -> None:
+        if rows is None:
+            monkeypatch.delenv("SSL_FAST_CONTRASTIVE_STRIP_ROWS", raising=False)
+        else:
+            monkeypatch.setenv("SSL_FAST_CONTRASTIVE_STRIP_ROWS", str(rows))
+
+    return strip_rows
+
+
+def cuda_randn(*shape: int, gen, dtype=torch.float32, requires_grad=True) -> torch.Tensor:
+    return randn(*shape, gen=gen, dtype=dtype, device="cuda").requires_grad_(requires_grad)
+
+
+@requires_cuda
+@pytest.mark.parametrize("strip", STRIPS, ids=str)
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize("n,d", SIZES, ids=str)
+def test_cuda_nt_xent_matches_formula(n, d, dtype, strip, gen, cuda_kernel):
+    cuda_kernel(strip)
+    z0, z1 = cuda_randn(n, d, gen=gen, dtype=dtype), cuda_randn(n, d, gen=gen, dtype=dtype)
+    weight = torch.rand(2 * n, generator=gen).cuda()
+    check_against_reference(
+        lambda a, b: ssl_fast.nt_xent(a, b, 0.5, "none"),
+        lambda a, b: reference.nt_xent(a, b, 0.5, "none"),
+        (z0, z1),
+        f"cuda nt_xent {n}x{d} {dtype} strip={strip}",
+        weight=weight,
+    )
+
+
+@requires_cuda
+@pytest.mark.parametrize("strip", STRIPS, ids=str)
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize("symmetric", [False, True], ids=["one-way", "symmetric"])
+@pytest.mark.parametrize("case", INFO_NCE_CASES, ids=str)
+def test_cuda_info_nce_matches_formula(case, symmetric, dtype, strip, gen, cuda_kernel):
+    cuda_kernel(strip)
+    m, k, with_labels = INFO_NCE_CASES[case].values()
+    query, key = cuda_randn(m, 24, gen=gen, dtype=dtype), cuda_randn(k, 24, gen=gen, dtype=dtype)
+    labels = torch.randint(0, k, (m,), generator=gen).cuda() if with_labels else None
+    check_against_reference(
+        lambda q, c: ssl_fast.info_nce(q, c, 0.1, labels, symmetric, reduction="none"),
+        lambda q, c: reference.info_nce(q, c, 0.1, labels, symmetric, reduction="none"),
+        (query, key),
+        f"cuda info_nce {case} symmetric={symmetric} {dtype} strip={strip}",
+        scale=10.0,
+    )
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_cuda_low_temperature_in_16_bit(dtype, gen, cuda_kernel):
+    cuda_kernel(7)
+    z0, z1 = cuda_randn(200, 16, gen=gen, dtype=dtype), cuda_randn(200, 16, gen=gen, dtype=dtype)
+    loss, grads = value_and_grads(lambda a, b: ssl_fast.nt_xent(a, b, 0.01), z0, z1)
+    assert torch.isfinite(loss).all() and all(torch.isfinite(g).all() for g in grads)
+    check_against_reference(
+        lambda a, b: ssl_fast.nt_xent(a, b, 0.01), lambda a, b: reference.nt_xent(a, b, 0.01), (z0, z1),
+        f"cuda t=0.01 {dtype}", scale=100.0,
+    )
+    check_against_reference(
+        lambda q, c: ssl_fast.info_nce(q, c, 0.01, symmetric=True),
+        lambda q, c: reference.info_nce(q, c, 0.01, symmetric=True),
+        (z0, z1), f"cuda info_nce t=0.01 {dtype}", scale=100.0,
+    )
+
+
+@requires_cuda
+@pytest.mark.parametrize("strip", STRIPS, ids=str)
+def test_cuda_op_cross_mode(strip, gen, cuda_kernel):
+    """InfoNCE's form of the op: exclude (with rows excluding nothing), col_lse and a scale
+    that receives a gradient, every output weighted, against the float64 formula."""
+    cuda_kernel(strip)
+    q, k = cuda_randn(300, 24, gen=gen), cuda_randn(270, 24, gen=gen)
+    exclude = torch.randint(-1, 270, (300,), generator=gen).cuda()
+    scale = torch.tensor(7.0, device="cuda", requires_grad=True)
+    weights = [torch.randn(shape, generator=gen).cuda() for shape in ((300, 24), (270, 24), (300,), (270,))]
+
+    def total(fn):
+        def weighted(a, b, s):
+            return sum((o * w).sum() for o, w in zip(fn(a, b, s, exclude, True), weights, strict=True))
+
+        return weighted
+
+    check_against_reference(
+        total(ops.contrastive_lse), total(reference.contrastive_lse), (q, k, scale), f"cuda op strip={strip}",
+        scale=7.0,
+    )
+
+
+# (q rows, k rows or None, exclude, col_lse): the self form, the cross form with exclude
+# and column lse's, and a key that every query excludes (lse -inf, no gradient).
+CUDA_CPU_CASES = {
+    "self": (300, None, None, False),
+    "cross": (300, 270, "random", True),
+    "all-excluded": (5, 1, "zeros", True),
+}
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("case", CUDA_CPU_CASES, ids=str)
+def test_cuda_matches_cpu_kernel(case, dtype, gen, cuda_kernel):
+    cuda_kernel(7)
+    m, n, excl, col = CUDA_CPU_CASES[case]
+    q = randn(m, 9, gen=gen, dtype=dtype)
+    k = None if n is None else randn(n, 9, gen=gen, dtype=dtype)
+    exclude = {None: None, "random": torch.randint(-1, n or 1, (m,), generator=gen),
+               "zeros": torch.zeros(m, dtype=torch.long)}[excl]
+    scale = torch.tensor(5.0, dtype=torch.float64)
+
+    def run(device):
+        def to(t):
+            return None if t is None else t.to(device)
+
+        outs = ops.contrastive_lse(to(q), to(k), scale, to(exclude), col)
+        g = torch.Generator().manual_seed(5)
+        grads = [torch.randn(o.shape, generator=g, dtype=o.dtype).to(device) if o.numel() else None
+                 for o in outs]
+        mask = [True, k is not None, True]
+        back = ops.contrastive_lse_backward(*grads, to(q), to(k), *outs, scale, to(exclude), mask)
+        return [t.cpu() for t in (*outs, *back)]
+
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else {}
+    ours = run("cuda")
+    for got, cpu in zip(ours, run("cpu"), strict=True):
+        torch.testing.assert_close(got, cpu, **tol)
+    if case == "all-excluded":
+        row, col_lse, dscale = ours[2], ours[3], ours[6]
+        assert torch.equal(row, torch.full_like(row, -math.inf)) and torch.equal(col_lse, row[:1])
+        assert dscale.item() == 0
+
+
+@requires_cuda
+def test_cuda_repeatable(gen, cuda_kernel):
+    cuda_kernel(7)
+    z0, z1 = cuda_randn(700, 40, gen=gen), cuda_randn(700, 40, gen=gen)
+    runs = [
+        (value_and_grads(lambda a, b: ssl_fast.nt_xent(a, b, 0.1), z0, z1),
+         value_and_grads(lambda a, b: ssl_fast.info_nce(a, b, 0.1, symmetric=True), z0, z1))
+        for _ in range(2)
+    ]
+    for (loss, grads), (loss0, grads0) in zip(runs[1], runs[0], strict=True):
+        assert torch.equal(loss, loss0)
+        assert all(torch.equal(g, g0) for g, g0 in zip(grads, grads0, strict=True))
+
+
+@requires_cuda
+def test_cuda_non_contiguous_and_no_grad_side(gen, cuda_kernel):
+    cuda_kernel(None)
+    z0 = randn(260, 20, gen=gen, dtype=torch.float32, device="cuda")[:, ::2]
+    z1 = randn(10, 260, gen=gen, dtype=torch.float32, device="cuda").T.requires_grad_(True)
+    check_against_reference(ssl_fast.nt_xent, reference.nt_xent, (z0, z1), "cuda strided")
+
+
+@requires_cuda
+@pytest.mark.parametrize("case", OPCHECK_CASES, ids=str)
+def test_cuda_opcheck(case, gen, cuda_kernel):
+    cuda_kernel(2)
+    (flags, mask) = OPCHECK_CASES[case]
+    q = cuda_randn(5, 3, gen=gen, requires_grad=mask[0])
+    k = cuda_randn(4, 3, gen=gen, requires_grad=mask[1]) if flags["k"] else None
+    scale = torch.tensor(2.0, device="cuda").requires_grad_(mask[2])
+    exclude = torch.tensor([0, -1, 3, 1, 2], device="cuda") if flags["exclude"] else None
+    torch.library.opcheck(ops.contrastive_lse, (q, k, scale, exclude, flags["col"]))
+    q, k, scale = (None if t is None else t.detach() for t in (q, k, scale))
+    qn, kn, row, col = ops.contrastive_lse(q, k, scale, exclude, flags["col"])
+    grads = (torch.randn_like(qn), torch.randn_like(kn) if k is not None else None, torch.randn_like(row),
+             torch.randn_like(col) if flags["col"] else None)
+    torch.library.opcheck(
+        ops.contrastive_lse_backward, (*grads, q, k, qn, kn, row, col, scale, exclude, list(mask))
+    )
+
+
+@requires_cuda
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # inside torch's inductor
+def test_cuda_torch_compile_fullgraph(gen, cuda_kernel):
+    cuda_kernel(None)
+
+    def f(z0, z1, q, k, s):
+        return (
+            ssl_fast.nt_xent(z0, z1, 0.2)
+            + ssl_fast.info_nce(q, k, 0.1, symmetric=True)
+            + ssl_fast.info_nce(q, k, logit_scale=s, reduction="sum")
+        )
+
+    inputs = [cuda_randn(6, 5, gen=gen), cuda_randn(6, 5, gen=gen), cuda_randn(4, 5, gen=gen),
+              cuda_randn(4, 5, gen=gen), torch.tensor(2.5, device="cuda", requires_grad=True)]
+    compiled = torch.compile(f, fullgraph=True)
+    eager, eager_grads = value_and_grads(f, *inputs)
+    comp, comp_grads = value_and_grads(compiled, *inputs)
+    torch.testing.assert_close(comp, eager)
+    torch.testing.assert_close(comp_grads, eager_grads)
+
+
+@requires_cuda
+def test_cuda_side_stream(gen, cuda_kernel):
+    """Inputs made on a side stream and consumed there: a kernel launched on another
+    stream would race with their producer (pool streams do not wait for the default one)."""
+    cuda_kernel(64)
+    x0, x1 = (cuda_randn(2048, 128, gen=gen, requires_grad=False) for _ in range(2))
+    expected = value_and_grads(
+        lambda a, b: ssl_fast.nt_xent(a, b, 0.1), (x0 * 2).requires_grad_(), (x1 * 2).requires_grad_()
+    )
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        z0, z1 = (x0 * 2).requires_grad_(), (x1 * 2).requires_grad_()
+        got = value_and_grads(lambda a, b: ssl_fast.nt_xent(a, b, 0.1), z0, z1)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.testing.assert_close(got, expected)
+
+
+@requires_cuda
+def test_cuda_strip_rows_must_be_positive(gen, cuda_kernel):
+    q = cuda_randn(4, 3, gen=gen, requires_grad=False)
+    for bad in ("0", "-3", "7x"):
+        cuda_kernel(bad)
+        with pytest.raises(RuntimeError, match="SSL_FAST_CONTRASTIVE_STRIP_ROWS must be a positive integer"):
+            ops.contrastive_lse(q, None, torch.tensor(2.0), None, False)

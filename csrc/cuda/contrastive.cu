@@ -1,0 +1,467 @@
+// NOT YET RUN ON A GPU: this file compiles in CI, and tests/test_contrastive.py holds its
+// CUDA tests (the "CUDA kernels" section), but no GPU has run them yet. Treat its results
+// as unverified until benchmarks/gpu_check.sh has passed on a card.
+//
+// CUDA kernels of the contrastive log-sum-exp (NT-Xent, InfoNCE), stage 1: cuBLAS GEMMs
+// through ATen on the current stream plus small epilogue kernels; the math is in
+// common/contrastive_args.h and the semantics are those of cpu/contrastive.cpp.
+//
+// The logits are computed one strip of B rows at a time (B x cols in the accumulation
+// type, at most kStripBytes; SSL_FAST_CONTRASTIVE_STRIP_ROWS=B forces the height, for
+// tests): nothing rows x cols is stored.
+//   forward:  S = scale * Qn_strip Kn^T (GEMM); one block per row reduces its (max, sum
+//             of exp) to the row lse; with col_lse one thread column per column reduces
+//             the strip's rows and merges them into running per-column statistics.
+//   backward: S is recomputed and overwritten in place by G_ij = d(loss)/d(s_ij), then
+//             dQn_strip = scale * G Kn and dKn += scale * G^T Qn_strip (GEMMs).
+// Without k the keys are qn, the diagonal is excluded, and the column side of G is the
+// row side: a strip of full rows then holds both terms of dz, so one GEMM gives it.
+//
+// Every reduction runs in an order fixed by the thread index and the strip order, and
+// no atomics are used: results are bitwise repeatable on a given card.
+//
+// Known costs of this stage: GEMMs of rows x cols x dim, 3 without k (forward, recompute,
+// dQn; the symmetric form needs 2) and 4 with k and dk; 16-bit inputs multiplied in fp32
+// (fp32 GEMMs follow torch's matmul precision setting, so TF32 only where the user allows
+// it); the logits written and read once per epilogue; and a host synchronisation when
+// scale is a CUDA tensor (it is read once by check_contrastive_call). exclude is range-checked by the CPU kernel only; here an
+// entry outside [0, cols) excludes nothing (it is compared, never used as an index).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+
+#include "../common/contrastive_args.h"
+
+namespace ssl_fast::cuda {
+namespace {
+
+constexpr int kThreads = 256;  // one block per row in the row epilogues
+constexpr int kWarps = kThreads / 32;
+constexpr int kColThreadsY = 8;  // rows of the strip a column is split over (then merged)
+constexpr int64_t kStripBytes = int64_t(256) << 20;
+
+__device__ __forceinline__ float exp_(float x) { return expf(x); }
+__device__ __forceinline__ double exp_(double x) { return ::exp(x); }
+__device__ __forceinline__ float log_(float x) { return logf(x); }
+__device__ __forceinline__ double log_(double x) { return ::log(x); }
+__device__ __forceinline__ float sqrt_(float x) { return sqrtf(x); }
+__device__ __forceinline__ double sqrt_(double x) { return ::sqrt(x); }
+
+template <typename T>
+__device__ __forceinline__ T neg_inf() {
+  return static_cast<T>(-INFINITY);
+}
+
+// log sum exp of a set of logits as (max, sum of exp(x - max)); empty: sum == 0.
+// A plain aggregate, so that it can live in __shared__ memory.
+template <typename T>
+struct MaxSum {
+  T max, sum;
+
+  static __device__ MaxSum empty() { return {neg_inf<T>(), T(0)}; }
+
+  __device__ void add(T x) {
+    if (x == neg_inf<T>()) return;  // an excluded pair
+    if (x <= max) {
+      sum += exp_(x - max);
+    } else {  // also the first term (max = -inf, sum = 0); a NaN lands here and spreads
+      sum = sum * exp_(max - x) + T(1);
+      max = x;
+    }
+  }
+
+  __device__ void merge(const MaxSum& o) {
+    if (o.sum == T(0)) return;
+    if (sum == T(0)) {
+      *this = o;
+    } else if (o.max <= max) {
+      sum += o.sum * exp_(o.max - max);
+    } else {
+      sum = sum * exp_(max - o.max) + o.sum;
+      max = o.max;
+    }
+  }
+
+  __device__ T lse() const { return sum == T(0) ? neg_inf<T>() : max + log_(sum); }
+};
+
+template <typename T>
+__device__ __forceinline__ MaxSum<T> shfl_down(MaxSum<T> v, int offset) {
+  return {__shfl_down_sync(0xffffffffu, v.max, offset), __shfl_down_sync(0xffffffffu, v.sum, offset)};
+}
+
+__device__ __forceinline__ double shfl_down(double v, int offset) {
+  return __shfl_down_sync(0xffffffffu, v, offset);
+}
+
+struct MergeMaxSum {
+  template <typename T>
+  __device__ MaxSum<T> operator()(MaxSum<T> a, const MaxSum<T>& b) const {
+    a.merge(b);
+    return a;
+  }
+};
+
+struct Add {
+  __device__ double operator()(double a, double b) const { return a + b; }
+};
+
+// Combines one value per thread of a kThreads block in an order fixed by the thread
+// index; the result is valid in thread 0. At most one call per kernel (one shared array).
+template <typename V, typename Combine>
+__device__ V block_reduce(V v, V identity, Combine combine) {
+  __shared__ V warp_vals[kWarps];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = combine(v, shfl_down(v, o));
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_vals[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < kWarps ? warp_vals[lane] : identity;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = combine(v, shfl_down(v, o));
+  }
+  return v;
+}
+
+// Sum over a warp, the same value in every lane (a butterfly: each step adds the same two
+// values in every pair of lanes, and fp addition commutes).
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// The excluded key of a query row: the diagonal without k, else exclude[row] (-1 for none).
+struct Exclusion {
+  const int64_t* exclude;  // nullptr: none, or the diagonal
+  bool diagonal;
+  __device__ int64_t col(int64_t row) const { return diagonal ? row : (exclude != nullptr ? exclude[row] : -1); }
+};
+
+// ------------------------------------------------------------------ normalisation
+
+// out = x / max(|x|, eps) per row; one warp per row.
+template <typename scalar_t, typename T>
+__global__ void __launch_bounds__(kThreads) normalize_kernel(const scalar_t* x, T* out, int64_t n, int64_t d) {
+  const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (row >= n) return;  // whole warps leave together
+  const int lane = threadIdx.x % 32;
+  const scalar_t* xi = x + row * d;
+  T sq = 0;
+  for (int64_t k = lane; k < d; k += 32) {
+    const T v = static_cast<T>(xi[k]);
+    sq += v * v;
+  }
+  const T len = sqrt_(warp_sum(sq));
+  const T norm = len < T(kNormEps) ? T(kNormEps) : len;  // std::max's order: a NaN length stays NaN
+  for (int64_t k = lane; k < d; k += 32) out[row * d + k] = static_cast<T>(xi[k]) / norm;
+}
+
+// The gradient of the raw rows x from that of the unit rows u = x / max(|x|, eps),
+// g = dn (+ grad_n): (g - u (u . g)) / |x|, or g / eps where |x| < eps; cast to x's dtype.
+template <typename scalar_t, typename T>
+__global__ void __launch_bounds__(kThreads) normalize_backward_kernel(
+    const scalar_t* x, const T* u, const T* dn, const T* grad_n, scalar_t* out, int64_t n, int64_t d) {
+  const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (row >= n) return;
+  const int lane = threadIdx.x % 32;
+  const int64_t base = row * d;
+  auto g = [&](int64_t k) { return grad_n != nullptr ? dn[base + k] + grad_n[base + k] : dn[base + k]; };
+  T sq = 0, dot = 0;
+  for (int64_t k = lane; k < d; k += 32) {
+    const T v = static_cast<T>(x[base + k]);
+    sq += v * v;
+    dot += u[base + k] * g(k);
+  }
+  const T norm = sqrt_(warp_sum(sq));
+  dot = warp_sum(dot);
+  if (norm >= T(kNormEps)) {
+    for (int64_t k = lane; k < d; k += 32) out[base + k] = static_cast<scalar_t>((g(k) - u[base + k] * dot) / norm);
+  } else {
+    for (int64_t k = lane; k < d; k += 32) out[base + k] = static_cast<scalar_t>(g(k) / T(kNormEps));
+  }
+}
+
+// Grid sizes: the CUDA limit of 2^31 - 1 blocks is far above any batch these ops see.
+unsigned blocks(int64_t n, int64_t per_block) { return static_cast<unsigned>((n + per_block - 1) / per_block); }
+
+at::Tensor normalized(const at::Tensor& x, at::ScalarType acc) {
+  at::Tensor out = at::empty(x.sizes(), x.options().dtype(acc));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "contrastive_normalize_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    normalize_kernel<<<blocks(x.size(0), kWarps), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        x.const_data_ptr<scalar_t>(), out.data_ptr<T>(), x.size(0), x.size(1));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+// dn (the gradient of the unit rows xn, plus grad_n if defined) as a gradient of x.
+at::Tensor raw_gradient(const at::Tensor& dn, const at::Tensor& grad_n, const at::Tensor& x, const at::Tensor& xn) {
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  const auto dtype = x.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "contrastive_normalize_backward_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    normalize_backward_kernel<<<blocks(x.size(0), kWarps), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        x.const_data_ptr<scalar_t>(), xn.const_data_ptr<T>(), dn.const_data_ptr<T>(),
+        grad_n.defined() ? grad_n.const_data_ptr<T>() : nullptr, out.data_ptr<scalar_t>(), x.size(0), x.size(1));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+// ------------------------------------------------------------------ forward epilogues
+
+// Row lse of strip row blockIdx.x (global row r0 + blockIdx.x) over its non-excluded
+// logits. Writes -inf over the excluded logit, for the column epilogue that follows.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) row_lse_kernel(T* s, int64_t cols, int64_t r0, Exclusion ex, T* row_lse) {
+  const int64_t row = r0 + blockIdx.x;
+  T* si = s + int64_t(blockIdx.x) * cols;
+  const int64_t skip = ex.col(row);
+  MaxSum<T> acc = MaxSum<T>::empty();
+  for (int64_t j = threadIdx.x; j < cols; j += kThreads) {
+    if (j == skip) {
+      si[j] = neg_inf<T>();
+      continue;
+    }
+    acc.add(si[j]);
+  }
+  acc = block_reduce(acc, MaxSum<T>::empty(), MergeMaxSum{});
+  if (threadIdx.x == 0) row_lse[row] = acc.lse();
+}
+
+// Column statistics of a strip of b rows (excluded logits already -inf), merged into
+// the running (max, sum) of each column; with col_lse (the last strip) writes the lse.
+// Block: 32 columns x kColThreadsY row slices, merged in slice order.
+template <typename T>
+__global__ void __launch_bounds__(32 * kColThreadsY) col_lse_kernel(
+    const T* s, int64_t b, int64_t cols, bool first, T* run_max, T* run_sum, T* col_lse) {
+  __shared__ MaxSum<T> part[kColThreadsY][32];
+  const int64_t j = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  MaxSum<T> acc = MaxSum<T>::empty();
+  if (j < cols) {
+    for (int64_t i = threadIdx.y; i < b; i += kColThreadsY) acc.add(s[i * cols + j]);
+  }
+  part[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y != 0 || j >= cols) return;
+  MaxSum<T> total = first ? MaxSum<T>::empty() : MaxSum<T>{run_max[j], run_sum[j]};
+#pragma unroll
+  for (int y = 0; y < kColThreadsY; ++y) total.merge(part[y][threadIdx.x]);
+  run_max[j] = total.max;
+  run_sum[j] = total.sum;
+  if (col_lse != nullptr) col_lse[j] = total.lse();
+}
+
+// ------------------------------------------------------------------ backward epilogue
+
+// What the gradient epilogue reads besides the logits.
+template <typename T>
+struct GradInputs {
+  Exclusion ex;
+  const T* grad_row;  // nullptr: no row term
+  const T* row_lse;
+  const T* grad_col;  // nullptr: no column term; without k, grad_row
+  const T* col_lse;   // without k, row_lse
+  double* g_dot_s;    // per global row, sum_j G_ij s_ij; nullptr when d scale is not wanted
+};
+
+// Overwrites strip row blockIdx.x of the logits with G_ij = g_i exp(s_ij - lse_i)
+// + g'_j exp(s_ij - lse'_j): 0 at the excluded pair, and a term is 0 where its lse is
+// -inf (an all-excluded row or column has no gradient).
+template <typename T>
+__global__ void __launch_bounds__(kThreads) gradient_kernel(T* s, int64_t cols, int64_t r0, GradInputs<T> in) {
+  const int64_t row = r0 + blockIdx.x;
+  T* si = s + int64_t(blockIdx.x) * cols;
+  const int64_t skip = in.ex.col(row);
+  const bool row_term = in.grad_row != nullptr && in.row_lse[row] != neg_inf<T>();
+  const T g_row = row_term ? in.grad_row[row] : T(0);
+  const T lse_row = row_term ? in.row_lse[row] : T(0);
+  T g_dot_s = 0;
+  for (int64_t j = threadIdx.x; j < cols; j += kThreads) {
+    T g = 0;
+    const T x = si[j];
+    if (j != skip) {
+      if (row_term) g = g_row * exp_(x - lse_row);
+      if (in.grad_col != nullptr) {
+        const T lse_col = in.col_lse[j];
+        if (lse_col != neg_inf<T>()) g += in.grad_col[j] * exp_(x - lse_col);
+      }
+      g_dot_s += g * x;
+    }
+    si[j] = g;
+  }
+  if (in.g_dot_s == nullptr) return;  // uniform over the block
+  const double total = block_reduce(double(g_dot_s), 0.0, Add{});
+  if (threadIdx.x == 0) in.g_dot_s[row] = total;
+}
+
+// d scale = factor * sum of the per-row partials, in index order.
+__global__ void __launch_bounds__(kThreads) finish_dscale(const double* parts, int64_t n, double factor, double* out) {
+  double v = 0;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) v += parts[i];
+  v = block_reduce(v, 0.0, Add{});
+  if (threadIdx.x == 0) *out = v * factor;
+}
+
+// ------------------------------------------------------------------ strips
+
+// Rows per strip: as many as keep one strip of logits within kStripBytes, or
+// SSL_FAST_CONTRASTIVE_STRIP_ROWS; at least 1, at most rows.
+int64_t strip_rows(int64_t rows, int64_t cols, size_t elem) {
+  int64_t b = std::max<int64_t>(1, kStripBytes / (cols * int64_t(elem)));
+  if (const char* env = std::getenv("SSL_FAST_CONTRASTIVE_STRIP_ROWS"); env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(env, &end, 10);
+    TORCH_CHECK(
+        errno == 0 && *end == '\0' && v > 0, "contrastive_lse: SSL_FAST_CONTRASTIVE_STRIP_ROWS must be a positive ",
+        "integer, got '", env, "'");
+    b = v;
+  }
+  return std::min(b, rows);
+}
+
+Exclusion exclusion_of(const ContrastiveCall& c) {
+  return {c.exclude.defined() ? c.exclude.const_data_ptr<int64_t>() : nullptr, c.self()};
+}
+
+template <typename T>
+void forward(const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& keys, at::Tensor& row, at::Tensor& col) {
+  const int64_t strip = strip_rows(c.rows, c.cols, sizeof(T));
+  at::Tensor buf = at::empty({strip, c.cols}, qn.options());
+  const bool want_cols = col.numel() > 0;
+  at::Tensor running = want_cols ? at::empty({2, c.cols}, qn.options()) : at::Tensor();
+  const Exclusion ex = exclusion_of(c);
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  for (int64_t r0 = 0; r0 < c.rows; r0 += strip) {
+    const int64_t b = std::min(strip, c.rows - r0);
+    at::Tensor s = buf.narrow(0, 0, b);
+    at::addmm_out(s, s, qn.narrow(0, r0, b), keys.t(), 0, c.scale);  // beta 0: s is not read
+    row_lse_kernel<<<blocks(b, 1), kThreads, 0, stream>>>(s.data_ptr<T>(), c.cols, r0, ex, row.data_ptr<T>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (want_cols) {
+      const bool last = r0 + b == c.rows;
+      col_lse_kernel<<<blocks(c.cols, 32), dim3(32, kColThreadsY), 0, stream>>>(
+          s.const_data_ptr<T>(), b, c.cols, r0 == 0, running[0].data_ptr<T>(), running[1].data_ptr<T>(),
+          last ? col.data_ptr<T>() : nullptr);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  }
+}
+
+// dqn (when defined) and dkn (when defined, with k) from the lse gradients in `in`;
+// in.g_dot_s, when set, receives the per-row partials of d scale.
+template <typename T>
+void backward(
+    const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& keys, const GradInputs<T>& in, at::Tensor& dqn,
+    at::Tensor& dkn) {
+  const int64_t strip = strip_rows(c.rows, c.cols, sizeof(T));
+  at::Tensor buf = at::empty({strip, c.cols}, qn.options());
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  for (int64_t r0 = 0; r0 < c.rows; r0 += strip) {
+    const int64_t b = std::min(strip, c.rows - r0);
+    at::Tensor s = buf.narrow(0, 0, b);
+    const at::Tensor q_strip = qn.narrow(0, r0, b);
+    at::addmm_out(s, s, q_strip, keys.t(), 0, c.scale);
+    gradient_kernel<<<blocks(b, 1), kThreads, 0, stream>>>(s.data_ptr<T>(), c.cols, r0, in);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (dqn.defined()) {
+      at::Tensor dq_strip = dqn.narrow(0, r0, b);
+      at::addmm_out(dq_strip, dq_strip, s, keys, 0, c.scale);
+    }
+    if (dkn.defined()) dkn.addmm_(s.t(), q_strip, 1, c.scale);  // strips in order: deterministic
+  }
+}
+
+// ------------------------------------------------------------------ ops
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> contrastive_lse(
+    const at::Tensor& q, const std::optional<at::Tensor>& k, const at::Tensor& scale,
+    const std::optional<at::Tensor>& exclude, bool col_lse) {
+  const ContrastiveCall c = check_contrastive_call("contrastive_lse", q, k, scale, exclude);
+  const c10::cuda::CUDAGuard guard(c.q.device());
+  const auto acc_opts = c.q.options().dtype(c.acc);
+  at::Tensor qn = normalized(c.q, c.acc);
+  at::Tensor kn = c.self() ? at::empty({0}, acc_opts) : normalized(c.k, c.acc);
+  at::Tensor row = at::empty({c.rows}, acc_opts);
+  at::Tensor col = at::empty({!c.self() && col_lse ? c.cols : 0}, acc_opts);
+  AT_DISPATCH_FLOATING_TYPES(c.acc, "contrastive_lse_cuda", [&] {
+    forward<scalar_t>(c, qn, c.self() ? qn : kn, row, col);
+  });
+  return {qn, kn, row, col};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_lse_backward(
+    const std::optional<at::Tensor>& grad_qn, const std::optional<at::Tensor>& grad_kn,
+    const std::optional<at::Tensor>& grad_row, const std::optional<at::Tensor>& grad_col, const at::Tensor& q,
+    const std::optional<at::Tensor>& k, const at::Tensor& qn, const at::Tensor& kn, const at::Tensor& row_lse,
+    const at::Tensor& col_lse, const at::Tensor& scale, const std::optional<at::Tensor>& exclude,
+    std::array<bool, 3> output_mask) {
+  constexpr const char* op = "contrastive_lse_backward";
+  const ContrastiveCall c = check_contrastive_call(op, q, k, scale, exclude);
+  // The gradient of an empty output arrives as nothing or as an empty tensor.
+  auto grad = [](const std::optional<at::Tensor>& t) {
+    return t.has_value() && t->numel() > 0 ? t->contiguous() : at::Tensor();
+  };
+  ContrastiveGrads g{
+      grad(grad_qn), grad(grad_kn), grad(grad_row), grad(grad_col),
+      qn.contiguous(), kn.contiguous(), row_lse.contiguous(), col_lse.contiguous(), output_mask};
+  check_contrastive_grads(op, c, g);
+  const c10::cuda::CUDAGuard guard(c.q.device());
+  const bool want_q = output_mask[0], want_k = output_mask[1] && !c.self(), want_scale = output_mask[2];
+  const bool lse_grads = g.grad_row.defined() || g.grad_col.defined();
+  const auto acc_opts = g.qn.options();
+  // Without lse gradients nothing reaches qn or kn from the logits.
+  at::Tensor dqn = want_q ? (lse_grads ? at::empty_like(g.qn) : at::zeros_like(g.qn)) : at::Tensor();
+  at::Tensor dkn = want_k ? at::zeros_like(g.kn) : at::Tensor();
+  at::Tensor dscale = want_scale ? at::zeros({}, acc_opts.dtype(at::kDouble)) : at::Tensor();
+  if (lse_grads && (want_q || want_k || want_scale)) {
+    at::Tensor g_dot_s = want_scale ? at::empty({c.rows}, acc_opts.dtype(at::kDouble)) : at::Tensor();
+    AT_DISPATCH_FLOATING_TYPES(c.acc, op, [&] {
+      using T = scalar_t;
+      auto ptr = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<T>() : nullptr; };
+      GradInputs<T> in{
+          exclusion_of(c), ptr(g.grad_row), ptr(g.row_lse), ptr(g.grad_row), ptr(g.row_lse),
+          want_scale ? g_dot_s.data_ptr<double>() : nullptr};
+      if (!c.self()) {
+        in.grad_col = ptr(g.grad_col);
+        in.col_lse = g.grad_col.defined() ? ptr(g.col_lse) : nullptr;
+      }
+      backward<T>(c, g.qn, c.self() ? g.qn : g.kn, in, dqn, dkn);
+    });
+    if (want_scale) {
+      // d lse / d scale = P . (qn kn^T) = P . s / scale; without k, G holds each pair twice.
+      finish_dscale<<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          g_dot_s.const_data_ptr<double>(), c.rows, (c.self() ? 0.5 : 1.0) / c.scale, dscale.data_ptr<double>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  }
+  auto empty = [&] { return at::empty({0}, q.options()); };
+  return {
+      want_q ? raw_gradient(dqn, g.grad_qn, c.q, g.qn) : empty(),
+      want_k ? raw_gradient(dkn, g.grad_kn, c.k, g.kn) : empty(),
+      want_scale ? dscale.to(scale.options()) : empty()};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ssl_fast, CUDA, m) {
+  m.impl("contrastive_lse", &contrastive_lse);
+  m.impl("contrastive_lse_backward", &contrastive_lse_backward);
+}
+
+}  // namespace ssl_fast::cuda
