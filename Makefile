@@ -9,7 +9,8 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 # transformers (pure Python, ~40 s to install) lets the tests and benchmarks compare the
 # masking with DataCollatorForLanguageModeling; without it those comparisons skip.
-DEPS := numpy pytest pytest-benchmark ninja pybind11 setuptools wheel ruff transformers
+# scikit-learn bundles the digits images, the offline default image data set.
+DEPS := numpy pytest pytest-benchmark ninja pybind11 setuptools wheel ruff transformers scikit-learn
 
 # `make cuda-check` compiles every CUDA source against a CUDA build of torch (no GPU needed).
 CUDA_VENV ?= .venv-cuda

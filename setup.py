@@ -115,4 +115,9 @@ def _extensions():
 
 
 ext_modules, cmdclass = _extensions()
-setup(packages=find_packages(include=["ssl_fast", "ssl_fast.*"]), ext_modules=ext_modules, cmdclass=cmdclass)
+setup(
+    packages=find_packages(include=["ssl_fast", "ssl_fast.*"]),
+    package_data={"ssl_fast.data": ["*.csv"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)

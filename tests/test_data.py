@@ -1,0 +1,79 @@
+"""Offline data: the bundled sunspot series, windows and splits, and image loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ssl_fast.data import load_images, load_series, make_windows
+
+
+def test_bundled_sunspots():
+    s = load_series()
+    assert s.shape == (309,) and s.dtype == torch.float32
+    assert s[0].item() == 5.0 and s[-1].item() == pytest.approx(2.9)  # 1700 and 2008
+
+
+def test_csv_column(tmp_path):
+    path = tmp_path / "series.csv"
+    path.write_text("# a comment\ntime,load,temp\n0,1.5,20\n1,2.5,21\n2,3.5,22\n")
+    assert load_series(path, "load").tolist() == [1.5, 2.5, 3.5]
+    assert load_series(path).tolist() == [20, 21, 22]
+    with pytest.raises(ValueError, match="no column 'x'; its columns are"):
+        load_series(path, "x")
+    with pytest.raises(FileNotFoundError, match="no file"):
+        load_series(tmp_path / "missing.csv")
+
+
+def test_windows_split_in_time_without_leakage():
+    s = torch.arange(100, dtype=torch.float32)
+    splits = make_windows(s, context=10, horizon=3)
+    mean, std = s[:70].mean().item(), s[:70].std().item()
+    assert (splits.mean, splits.std) == pytest.approx((mean, std))  # the training part only
+    # Targets cover each part exactly (the first training target follows the first context).
+    for part, lo, hi in ((splits.train, 10, 70), (splits.val, 70, 85), (splits.test, 85, 100)):
+        x, y = splits.unscale(part.x), splits.unscale(part.y)
+        assert x.shape[1:] == (10,) and y.shape[1:] == (3,)
+        torch.testing.assert_close(x[:, -1] + 1, y[:, 0])  # y continues x
+        assert y.min().item() == pytest.approx(lo, abs=1e-3)
+        assert y.max().item() == pytest.approx(hi - 1, abs=1e-3)
+    assert splits.val.x[0, 0] < splits.train.y.max()  # validation windows start L points early
+    assert len(splits.train) == 70 - 10 - 3 + 1
+    x, y = splits.train[0]
+    assert x.shape == (10,) and y.shape == (3,)
+
+
+def test_window_errors():
+    with pytest.raises(ValueError, match="fewer than one window"):
+        make_windows(torch.zeros(20), context=12, horizon=4)
+    with pytest.raises(ValueError, match="context and horizon must be >= 1"):
+        make_windows(torch.zeros(20), context=0, horizon=4)
+
+
+def test_digits():
+    pytest.importorskip("sklearn")
+    images, labels = load_images("digits")
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == torch.float32
+    assert images.min() >= 0 and images.max() == 1 and labels.shape == (1797,)
+
+
+@pytest.mark.parametrize("layout", ["nhw", "nchw", "nhwc"])
+def test_npy_and_npz(tmp_path, layout):
+    raw = np.random.default_rng(0).integers(0, 256, size=(5, 6, 6, 3), dtype=np.uint8)
+    array = {"nhw": raw[..., 0], "nchw": raw.transpose(0, 3, 1, 2), "nhwc": raw}[layout]
+    np.save(tmp_path / "x.npy", array)
+    images, labels = load_images(tmp_path / "x.npy")
+    assert images.shape == ((5, 1, 6, 6) if layout == "nhw" else (5, 3, 6, 6)) and labels is None
+    assert images.amax().item() == pytest.approx(array.max() / 255.0)
+    np.savez(tmp_path / "x.npz", images=array, labels=np.arange(5))
+    images_z, labels_z = load_images(tmp_path / "x.npz")
+    torch.testing.assert_close(images_z, images)
+    assert labels_z.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_image_errors(tmp_path):
+    with pytest.raises(ValueError, match="'digits', 'mnist' or a .npy/.npz path"):
+        load_images(tmp_path / "x.png")
+    with pytest.raises(FileNotFoundError):
+        load_images(tmp_path / "x.npy")
