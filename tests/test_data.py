@@ -77,3 +77,41 @@ def test_image_errors(tmp_path):
         load_images(tmp_path / "x.png")
     with pytest.raises(FileNotFoundError):
         load_images(tmp_path / "x.npy")
+
+
+# ----------------------------------------------------------------- text
+
+
+def test_default_corpus_is_pythons_documentation():
+    from ssl_fast.data import load_corpus
+
+    texts = load_corpus()
+    assert 400_000 < sum(map(len, texts)) < 600_000
+
+
+def test_corpus_from_files_and_folders(tmp_path):
+    from ssl_fast.data import load_corpus
+
+    (tmp_path / "a.txt").write_text("first")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("second")
+    assert load_corpus(tmp_path) == ["first", "second"]
+    assert load_corpus([tmp_path / "a.txt"]) == ["first"]
+    with pytest.raises(FileNotFoundError, match="no file or folder"):
+        load_corpus(tmp_path / "missing")
+
+
+def test_wordpiece_sequences_and_collator():
+    pytest.importorskip("tokenizers")
+    import ssl_fast
+    from ssl_fast.data import WordPieceTokenizer, load_corpus, token_sequences
+
+    texts = load_corpus()[:20]
+    tok = WordPieceTokenizer.train(texts, vocab_size=600)
+    assert len(tok) <= 600 and tok.mask_token_id in tok.all_special_ids
+    assert tok.decode(tok.encode("the python language")) == "the python language"
+    sequences = token_sequences(texts, tok, max_length=32)
+    assert all(len(s) <= 32 and s[0] == tok.cls_token_id and s[-1] == tok.sep_token_id for s in sequences)
+    assert sum(len(s) - 2 for s in sequences) == sum(len(tok.encode(t)) for t in texts)  # nothing dropped
+    batch = ssl_fast.MLMCollator(tok, seed=0)(sequences[:8])
+    assert batch["input_ids"].shape == batch["labels"].shape == (8, 32)

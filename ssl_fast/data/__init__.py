@@ -3,5 +3,15 @@ windowing and splitting each pretext task needs."""
 
 from .images import load_images
 from .series import SeriesSplits, WindowDataset, load_series, make_windows
+from .text import WordPieceTokenizer, load_corpus, token_sequences
 
-__all__ = ["SeriesSplits", "WindowDataset", "load_images", "load_series", "make_windows"]
+__all__ = [
+    "SeriesSplits",
+    "WindowDataset",
+    "WordPieceTokenizer",
+    "load_corpus",
+    "load_images",
+    "load_series",
+    "make_windows",
+    "token_sequences",
+]

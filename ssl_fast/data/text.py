@@ -1,0 +1,87 @@
+"""Text for masked language modelling: the user's text files or folders, or by default the
+English documentation topics bundled with Python (pydoc_data.topics, about 460k
+characters); a WordPiece tokenizer trained on the fly with the `tokenizers` library; and
+fixed-length token sequences for the MLM collator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def load_corpus(paths: str | Path | Sequence[str | Path] | None = None) -> list[str]:
+    """Documents as strings: each .txt file under the given files or folders (sorted), or
+    without paths the topics of Python's own documentation."""
+    if paths is None:
+        from pydoc_data.topics import topics
+
+        return [topics[name] for name in sorted(topics)]
+    files: list[Path] = []
+    for item in [paths] if isinstance(paths, (str, Path)) else paths:
+        item = Path(item)
+        if item.is_dir():
+            files += sorted(item.rglob("*.txt"))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"load_corpus: no file or folder {item}")
+    if not files:
+        raise ValueError(f"load_corpus: no .txt file under {paths}")
+    return [f.read_text(encoding="utf-8", errors="replace") for f in files]
+
+
+class WordPieceTokenizer:
+    """A `tokenizers` WordPiece model with the attributes the MLM collator and
+    ssl_fast.mask_tokens use: mask_token_id, pad_token_id, all_special_ids, len()."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        ids = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+        self.pad_token_id, self.unk_token_id = ids["[PAD]"], ids["[UNK]"]
+        self.cls_token_id, self.sep_token_id, self.mask_token_id = ids["[CLS]"], ids["[SEP]"], ids["[MASK]"]
+        self.all_special_ids = list(ids.values())
+
+    @classmethod
+    def train(
+        cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2
+    ) -> WordPieceTokenizer:
+        """Trains a lower-casing WordPiece vocabulary of at most vocab_size tokens on `texts`."""
+        try:
+            from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+        except ImportError:
+            raise ImportError(
+                "WordPieceTokenizer.train needs the tokenizers library: pip install tokenizers"
+            ) from None
+        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS)
+        )
+        tokenizer.train_from_iterator(texts, trainer)
+        return cls(tokenizer)
+
+    def __len__(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
+
+
+def token_sequences(
+    texts: Iterable[str], tokenizer: WordPieceTokenizer, max_length: int = 128
+) -> list[list[int]]:
+    """The texts' tokens, concatenated and cut into [CLS] ... [SEP] sequences of max_length
+    ids (the last one shorter), so that no token is lost to truncation."""
+    if max_length < 3:
+        raise ValueError(f"token_sequences: max_length must be at least 3, got {max_length}")
+    body = max_length - 2
+    stream = [token for text in texts for token in tokenizer.encode(text)]
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    return [[cls, *stream[i : i + body], sep] for i in range(0, len(stream), body)]
