@@ -115,3 +115,46 @@ def test_wordpiece_sequences_and_collator():
     assert sum(len(s) - 2 for s in sequences) == sum(len(tok.encode(t)) for t in texts)  # nothing dropped
     batch = ssl_fast.MLMCollator(tok, seed=0)(sequences[:8])
     assert batch["input_ids"].shape == batch["labels"].shape == (8, 32)
+
+
+# ----------------------------------------------------------------- augmentations
+
+
+def test_augment_shapes_range_and_reproducibility():
+    from ssl_fast.data import ContrastiveAugment
+
+    x = torch.rand(16, 3, 32, 32)
+    augment = ContrastiveAugment(24, noise_std=0.05)
+    a = augment(x, torch.Generator().manual_seed(1))
+    b = augment(x, torch.Generator().manual_seed(1))
+    c = augment(x, torch.Generator().manual_seed(2))
+    assert a.shape == (16, 3, 24, 24) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # Each image gets its own draw: two copies of one image come out different.
+    twins = augment(x[:1].expand(2, -1, -1, -1).contiguous(), torch.Generator().manual_seed(3))
+    assert not torch.equal(twins[0], twins[1])
+
+
+def test_augment_identity_and_flip():
+    from ssl_fast.data import ContrastiveAugment
+
+    x = torch.rand(4, 1, 8, 8)
+    keep = ContrastiveAugment(8, crop_scale=(1, 1), crop_ratio=(1, 1), flip_p=0, jitter=0, blur_p=0)
+    torch.testing.assert_close(keep(x), x)
+    flip = ContrastiveAugment(8, crop_scale=(1, 1), crop_ratio=(1, 1), flip_p=1, jitter=0, blur_p=0)
+    torch.testing.assert_close(flip(x), x.flip(-1))
+
+
+def test_augment_blur_is_a_normalised_gaussian():
+    from ssl_fast.data import ContrastiveAugment
+
+    blur = ContrastiveAugment(16, crop_scale=(1, 1), crop_ratio=(1, 1), flip_p=0, jitter=0, blur_p=1,
+                              blur_sigma=(1.0, 1.0))
+    constant = torch.full((2, 1, 16, 16), 0.3)
+    torch.testing.assert_close(blur(constant), constant)  # weights sum to 1
+    impulse = torch.zeros(1, 1, 16, 16)
+    impulse[0, 0, 8, 8] = 1.0
+    out = blur(impulse)[0, 0]
+    assert out[8, 8] < 0.5 and out.sum().item() == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="expects float"):
+        blur(torch.zeros(2, 16, 16))

@@ -1,11 +1,13 @@
 """Data that works offline: bundled or installed defaults, the user's own files, and the
 windowing and splitting each pretext task needs."""
 
+from .augment import ContrastiveAugment
 from .images import load_images
 from .series import SeriesSplits, WindowDataset, load_series, make_windows
 from .text import WordPieceTokenizer, load_corpus, token_sequences
 
 __all__ = [
+    "ContrastiveAugment",
     "SeriesSplits",
     "WindowDataset",
     "WordPieceTokenizer",
