@@ -84,3 +84,59 @@ def test_bad_config(tmp_path):
         Trainer(Autoencoder((64, 8)), _images(), _config(tmp_path, amp="fp16"))
     with pytest.raises(ValueError, match="fewer than one batch"):
         Trainer(Autoencoder((64, 8)), _images(), _config(tmp_path, batch_size=1000)).fit(progress=False)
+
+
+# ----------------------------------------------------------------- gradient caching
+
+
+def _simclr(dropout: float):
+    from ssl_fast.models import SimCLR
+
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Linear(12, 32), torch.nn.ReLU(), torch.nn.Dropout(dropout))
+    return SimCLR(backbone, 32, hidden_dim=32, out_dim=8, temperature=0.3, head_norm=False)
+
+
+def _grads(model) -> list[torch.Tensor]:
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    return grads
+
+
+def test_chunked_step_equals_the_full_batch_step():
+    model = _simclr(dropout=0.0)
+    v0, v1 = torch.randn(20, 12), torch.randn(20, 12)
+    full = model.loss(v0, v1)
+    full.backward()
+    expected = _grads(model)
+    loss = model.backward_chunked(v0, v1, chunk_size=6)  # 6, 6, 6, 2
+    torch.testing.assert_close(loss, full.detach())
+    torch.testing.assert_close(_grads(model), expected)
+
+
+def test_chunked_step_replays_dropout():
+    from ssl_fast.ops.contrastive import nt_xent
+
+    model = _simclr(dropout=0.5)
+    v0, v1 = torch.randn(20, 12), torch.randn(20, 12)
+    torch.manual_seed(1)  # the reference draws dropout masks chunk by chunk, in the same order
+    z0, z1 = (torch.cat([model(c) for c in v.split(7)]) for v in (v0, v1))
+    nt_xent(z0, z1, 0.3).backward()
+    expected = _grads(model)
+    after = torch.get_rng_state()
+    torch.manual_seed(1)
+    model.backward_chunked(v0, v1, chunk_size=7)
+    torch.testing.assert_close(_grads(model), expected)
+    assert torch.equal(torch.get_rng_state(), after)
+
+
+def test_trainer_with_chunks(tmp_path):
+    from ssl_fast.train import chunked_backward
+
+    data = TensorDataset(torch.randn(64, 12), torch.randn(64, 12))
+    trainer = Trainer(_simclr(0.0), data, _config(tmp_path, steps=4, batch_size=32, chunk_size=8))
+    assert len(trainer.fit(progress=False)) == 1
+    with pytest.raises(ValueError, match="needs a model with backward_chunked"):
+        Trainer(Autoencoder((64, 8)), _images(), _config(tmp_path, chunk_size=8))
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        chunked_backward(lambda x: x, [torch.zeros(2, 2)], lambda z: z.sum(), 0)

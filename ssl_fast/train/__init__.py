@@ -1,5 +1,6 @@
 """Training loop shared by the four pretext tasks."""
 
+from .grad_cache import chunked_backward
 from .trainer import TrainConfig, Trainer
 
-__all__ = ["TrainConfig", "Trainer"]
+__all__ = ["TrainConfig", "Trainer", "chunked_backward"]

@@ -36,6 +36,7 @@ class TrainConfig:
     out_dir: str = "runs/ssl"
     num_workers: int = 0
     compile: bool = False
+    chunk_size: int = 0  # > 0: contrastive steps in chunks (model.backward_chunked, gradient caching)
     extra: dict = field(default_factory=dict)
 
 
@@ -67,6 +68,14 @@ class Trainer:
             raise ValueError(f"Trainer: amp must be None, 'bf16' or 'fp16', got {config.amp!r}")
         if config.amp == "fp16" and self.device.type != "cuda":
             raise ValueError("Trainer: amp='fp16' needs a CUDA device (use 'bf16' on the CPU)")
+        if config.chunk_size and not hasattr(model, "backward_chunked"):
+            raise ValueError(
+                f"Trainer: chunk_size needs a model with backward_chunked, not {type(model).__name__}"
+            )
+        if config.chunk_size and config.amp == "fp16":
+            raise ValueError(
+                "Trainer: chunk_size does not combine with amp='fp16' (loss scaling); use 'bf16'"
+            )
         torch.manual_seed(config.seed)
         self.model = model.to(self.device)
         self.dataset = dataset
@@ -119,7 +128,10 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = self._loss(*batch)
+            if self.config.chunk_size:  # the backward runs inside, chunk by chunk
+                loss = self.model.backward_chunked(*batch, chunk_size=self.config.chunk_size)
+            else:
+                loss = self._loss(*batch)
         value = loss.item()
         if not math.isfinite(value):
             raise FloatingPointError(
@@ -127,7 +139,8 @@ class Trainer:
                 f"{self.config.lr}, enable grad_clip, or check the data). The last checkpoint is in "
                 f"{self.out_dir}"
             )
-        self.scaler.scale(loss).backward()
+        if not self.config.chunk_size:
+            self.scaler.scale(loss).backward()
         if self.config.grad_clip:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
