@@ -1,4 +1,4 @@
-"""Command line: `python -m ssl_fast info | bench OP... [options]`."""
+"""Command line: `python -m ssl_fast info | bench OP... | train TASK [options]`."""
 
 from __future__ import annotations
 
@@ -127,6 +127,31 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .train import TrainConfig, Trainer
+    from .train.tasks import TASKS
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but no CUDA GPU is available")
+    task = TASKS[args.task](args.seed)
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr or task.lr,
+        warmup_steps=min(100, args.steps // 10),
+        amp=args.amp, seed=args.seed, out_dir=str(args.out / args.task), chunk_size=args.chunk_size or 0,
+        log_every=max(1, args.steps // 20),
+    )
+    trainer = Trainer(task.model, task.dataset, config, args.device, collate_fn=task.collate_fn)
+    if args.resume is not None:
+        trainer.load(args.resume)
+    logged = trainer.fit(progress=not args.quiet)
+    result = {"task": args.task, "steps": trainer.step, "final_loss": logged[-1]["loss"] if logged else None,
+              **task.evaluate(trainer.model)}
+    print(json.dumps(result))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors on one line, as the handlers' errors (exit status 2)."""
 
@@ -157,7 +182,35 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, help="also save pytest-benchmark's JSON report here")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     bench.set_defaults(func=_bench)
+
+    train = sub.add_parser(
+        "train", help="pre-train a model on a bundled data set, then evaluate it against a baseline",
+        description="Tasks: autoencoder (digits, reconstruction), simclr (digits, NT-Xent, linear "
+        "probe), mlm (Python's documentation, WordPiece, masked-token accuracy), forecast (sunspots, "
+        "next 6 years, MAE). Metrics go to OUT/TASK/metrics.jsonl, the checkpoint to "
+        "OUT/TASK/checkpoint.pt; the last line printed is the evaluation as JSON.",
+    )
+    train.add_argument("task", choices=("autoencoder", "simclr", "mlm", "forecast"))
+    train.add_argument("--steps", type=_positive, default=500)
+    train.add_argument("--batch-size", type=_positive, default=128)
+    train.add_argument("--lr", type=float, help="learning rate (default: the task's)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--amp", choices=("bf16", "fp16"), help="autocast dtype (fp16 on CUDA only)")
+    train.add_argument("--chunk-size", type=_positive,
+                       help="simclr: gradient caching in chunks of this many images")
+    train.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    train.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
+    train.add_argument("--resume", type=Path, help="a checkpoint.pt to continue from")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=_train)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -140,3 +140,22 @@ def test_trainer_with_chunks(tmp_path):
         Trainer(Autoencoder((64, 8)), _images(), _config(tmp_path, chunk_size=8))
     with pytest.raises(ValueError, match="chunk_size must be >= 1"):
         chunked_backward(lambda x: x, [torch.zeros(2, 2)], lambda z: z.sum(), 0)
+
+
+# ----------------------------------------------------------------- the train command
+
+
+@pytest.mark.parametrize("task", ["autoencoder", "simclr", "forecast", "mlm"])
+def test_train_command(task, tmp_path, capsys):
+    from ssl_fast.cli import main
+
+    pytest.importorskip("sklearn")
+    if task == "mlm":
+        pytest.importorskip("tokenizers")
+    args = ["train", task, "--steps", "2", "--batch-size", "16", "--out", str(tmp_path), "--quiet"]
+    assert main(args + (["--chunk-size", "8"] if task == "simclr" else [])) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["task"] == task and result["steps"] == 2
+    assert (tmp_path / task / "checkpoint.pt").is_file()
+    # Resuming a finished run trains no further and evaluates again.
+    assert main(args + ["--resume", str(tmp_path / task / "checkpoint.pt")]) == 0

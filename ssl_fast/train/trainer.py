@@ -61,7 +61,8 @@ class Trainer:
     """
 
     def __init__(
-        self, model: nn.Module, dataset: Dataset, config: TrainConfig, device: str | torch.device = "cpu"
+        self, model: nn.Module, dataset: Dataset, config: TrainConfig, device: str | torch.device = "cpu",
+        collate_fn: Callable | None = None,
     ):
         self.config, self.device = config, torch.device(device)
         if config.amp not in (None, "bf16", "fp16"):
@@ -78,7 +79,7 @@ class Trainer:
             )
         torch.manual_seed(config.seed)
         self.model = model.to(self.device)
-        self.dataset = dataset
+        self.dataset, self.collate_fn = dataset, collate_fn
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, cosine_with_warmup(config.warmup_steps, config.steps)
@@ -94,7 +95,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         return DataLoader(
             self.dataset, batch_size=self.config.batch_size, shuffle=True, drop_last=True,
-            generator=generator, num_workers=self.config.num_workers,
+            generator=generator, num_workers=self.config.num_workers, collate_fn=self.collate_fn,
         )
 
     def _stream(self) -> Iterable:
