@@ -62,7 +62,17 @@ ContrastiveCall check_contrastive_call(
   return c;
 }
 
-void check_contrastive_grads(const char* op, const ContrastiveCall& c, const ContrastiveGrads& g) {
+ContrastiveGrads contrastive_grads(
+    const char* op, const ContrastiveCall& c, const std::optional<at::Tensor>& grad_qn,
+    const std::optional<at::Tensor>& grad_kn, const std::optional<at::Tensor>& grad_row,
+    const std::optional<at::Tensor>& grad_col, const at::Tensor& qn, const at::Tensor& kn,
+    const at::Tensor& row_lse, const at::Tensor& col_lse, std::array<bool, 3> output_mask) {
+  auto grad = [](const std::optional<at::Tensor>& t) {
+    return t.has_value() && t->numel() > 0 ? t->contiguous() : at::Tensor();
+  };
+  const ContrastiveGrads g{
+      grad(grad_qn), grad(grad_kn), grad(grad_row), grad(grad_col),
+      qn.contiguous(), kn.contiguous(), row_lse.contiguous(), col_lse.contiguous(), output_mask};
   auto check = [&](const at::Tensor& t, const char* what, at::IntArrayRef shape) {
     if (!t.defined()) return;
     TORCH_CHECK(
@@ -84,6 +94,7 @@ void check_contrastive_grads(const char* op, const ContrastiveCall& c, const Con
         !g.grad_kn.defined() && !g.grad_col.defined(), op,
         ": without k there is no kn or col_lse to receive a gradient");
   }
+  return g;
 }
 
 }  // namespace ssl_fast

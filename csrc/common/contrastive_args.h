@@ -41,6 +41,13 @@ struct ContrastiveGrads {
   std::array<bool, 3> output_mask;  // d q, d k, d scale
 };
 
-void check_contrastive_grads(const char* op, const ContrastiveCall& c, const ContrastiveGrads& g);
+// The backward's inputs made contiguous and checked. The gradient of an empty output (kn
+// without k, col_lse when not asked for) arrives as nothing or, from a traced graph, as an
+// empty tensor: both become an undefined tensor.
+ContrastiveGrads contrastive_grads(
+    const char* op, const ContrastiveCall& c, const std::optional<at::Tensor>& grad_qn,
+    const std::optional<at::Tensor>& grad_kn, const std::optional<at::Tensor>& grad_row,
+    const std::optional<at::Tensor>& grad_col, const at::Tensor& qn, const at::Tensor& kn,
+    const at::Tensor& row_lse, const at::Tensor& col_lse, std::array<bool, 3> output_mask);
 
 }  // namespace ssl_fast

@@ -534,15 +534,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_lse_backward(
     std::array<bool, 3> output_mask) {
   constexpr const char* op = "contrastive_lse_backward";
   const ContrastiveCall c = check_contrastive_call(op, q, k, scale, exclude);
-  // The gradient of an empty output (kn without k, col_lse when not asked for) arrives
-  // as nothing or, from a traced graph, as an empty tensor.
-  auto grad = [](const std::optional<at::Tensor>& t) {
-    return t.has_value() && t->numel() > 0 ? t->contiguous() : at::Tensor();
-  };
-  ContrastiveGrads g{
-      grad(grad_qn), grad(grad_kn), grad(grad_row), grad(grad_col),
-      qn.contiguous(), kn.contiguous(), row_lse.contiguous(), col_lse.contiguous(), output_mask};
-  check_contrastive_grads(op, c, g);
+  const ContrastiveGrads g = contrastive_grads(
+      op, c, grad_qn, grad_kn, grad_row, grad_col, qn, kn, row_lse, col_lse, output_mask);
   const bool want_k = output_mask[1] && !c.self();
   at::Tensor dqn = at::zeros_like(g.qn);
   at::Tensor dkn = want_k ? at::zeros_like(g.kn) : at::Tensor();

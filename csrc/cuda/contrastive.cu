@@ -413,14 +413,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_lse_backward(
     std::array<bool, 3> output_mask) {
   constexpr const char* op = "contrastive_lse_backward";
   const ContrastiveCall c = check_contrastive_call(op, q, k, scale, exclude);
-  // The gradient of an empty output arrives as nothing or as an empty tensor.
-  auto grad = [](const std::optional<at::Tensor>& t) {
-    return t.has_value() && t->numel() > 0 ? t->contiguous() : at::Tensor();
-  };
-  ContrastiveGrads g{
-      grad(grad_qn), grad(grad_kn), grad(grad_row), grad(grad_col),
-      qn.contiguous(), kn.contiguous(), row_lse.contiguous(), col_lse.contiguous(), output_mask};
-  check_contrastive_grads(op, c, g);
+  const ContrastiveGrads g = contrastive_grads(
+      op, c, grad_qn, grad_kn, grad_row, grad_col, qn, kn, row_lse, col_lse, output_mask);
   const c10::cuda::CUDAGuard guard(c.q.device());
   const bool want_q = output_mask[0], want_k = output_mask[1] && !c.self(), want_scale = output_mask[2];
   const bool lse_grads = g.grad_row.defined() || g.grad_col.defined();
