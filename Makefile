@@ -7,10 +7,14 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
-# transformers (pure Python, ~40 s to install) lets the tests and benchmarks compare the
-# masking with DataCollatorForLanguageModeling; without it those comparisons skip.
-# scikit-learn bundles the digits images, the offline default image data set.
-DEPS := numpy pytest pytest-benchmark ninja pybind11 setuptools wheel ruff transformers scikit-learn
+# What building and training need: scikit-learn bundles the digits images (the offline
+# default image data) and fits the evaluation probes; tokenizers trains the MLM vocabulary;
+# tqdm draws the progress bar; Pillow writes the reconstruction grid.
+DEPS := numpy ninja pybind11 setuptools wheel scikit-learn tokenizers tqdm pillow
+# What the tests, benchmarks and lint add: transformers (pure Python, ~40 s to install) lets
+# them compare the masking with DataCollatorForLanguageModeling (those comparisons skip
+# without it); tensorboard is where the trainer's event files are checked.
+TEST_DEPS := pytest pytest-benchmark ruff transformers tensorboard
 
 # `make cuda-check` compiles every CUDA source against a CUDA build of torch (no GPU needed).
 CUDA_VENV ?= .venv-cuda
@@ -18,7 +22,7 @@ CUDA_TORCH_SPEC ?= torch==2.14.1
 CUDA_PY := $(abspath $(CUDA_VENV))/bin/python
 CUDA_BUILD := build/cuda-check
 
-.PHONY: all venv build test bench demo lint cuda-check clean
+.PHONY: all venv test-venv build test bench demo demo-all lint cuda-check clean
 
 all: test
 
@@ -26,33 +30,41 @@ $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(DEPS)
+	touch $@
+
+$(VENV)/.test-ready: $(VENV)/.ready
+	$(PY) -m pip install -q $(TEST_DEPS)
 	# lightly's NTXentLoss, the reference of the drop-in test. Its loss modules need only
 	# torch; its declared dependencies (torchvision, lightning, ...) would pull another torch.
 	$(PY) -m pip install -q --no-deps "lightly==1.6.0"
 	touch $@
 
 venv: $(VENV)/.ready
+test-venv: $(VENV)/.test-ready
 
 build: venv
 	$(PY) setup.py -q build_ext --inplace
 
-test: build
+test: build test-venv
 	$(PY) -m pytest tests -q
 
 # One session for every op: one table (benchmarks/out/table.md), rows appended to
 # benchmarks/out/results.csv. Options: `$(PY) -m ssl_fast bench --help`.
-bench: build
+bench: build test-venv
 	$(PY) -m ssl_fast bench smooth_l1 mse nt_xent mask_tokens random_masking
 
-# The four pretext tasks end to end on the bundled data, each printing its evaluation against
-# a baseline as its last line (a few minutes on 2 CPU cores); `make bench` measures the ops.
+# SimCLR on the bundled digits with the fused NT-Xent loss, then its evaluation table beside
+# raw pixels and a random encoder. demo-all: the four pretext tasks, one after another.
 demo: build
+	$(PY) -m ssl_fast train simclr --steps 300
+
+demo-all: build
 	$(PY) -m ssl_fast train autoencoder --steps 1000
 	$(PY) -m ssl_fast train forecast --steps 500
-	$(PY) -m ssl_fast train simclr --steps 500
-	$(PY) -m ssl_fast train mlm --steps 200
+	$(PY) -m ssl_fast train simclr --steps 300
+	$(PY) -m ssl_fast train mlm --steps 300
 
-lint: venv
+lint: test-venv
 	$(PY) -m ruff check ssl_fast tests benchmarks setup.py
 
 $(CUDA_VENV)/.ready:

@@ -1,9 +1,10 @@
-"""Command line: `python -m ssl_fast info | bench OP... | train TASK [options]`."""
+"""Command line: `python -m ssl_fast info | bench OP... | train TASK [options] | eval RUN_DIR`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,28 +128,133 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _launch(requested: str) -> tuple[int, int, str]:
+    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) joins the process group:
+    NCCL with one GPU per local rank, or gloo on the CPU."""
+    import torch
+    import torch.distributed as dist
+
+    if requested not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda, got {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but no CUDA GPU is available")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, requested
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if requested == "cuda":
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if requested == "cuda" else "gloo")
+    return dist.get_rank(), world, f"cuda:{local}" if requested == "cuda" else "cpu"
+
+
+def _resume_from(args: argparse.Namespace, run_dir: Path) -> Path | None:
+    if args.resume is None:
+        return None
+    path = run_dir / "checkpoint.pt" if args.resume is True else Path(args.resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint {path}")
+    return path
+
+
+def _stored_config(path: Path) -> dict:
     import torch
 
-    from .train import TrainConfig, Trainer
-    from .train.tasks import TASKS
+    try:
+        config = torch.load(path, map_location="cpu", weights_only=True)["config"]
+    except Exception as exc:  # not a checkpoint of this trainer: say so in one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} is not an ssl_fast checkpoint ({reason})") from None
+    if "task" not in config.get("extra", {}):
+        raise ValueError(f"{path} was not written by `ssl_fast train`")
+    return config
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but no CUDA GPU is available")
-    task = TASKS[args.task](args.seed)
-    config = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr or task.lr,
-        warmup_steps=min(100, args.steps // 10),
-        amp=args.amp, seed=args.seed, out_dir=str(args.out / args.task), chunk_size=args.chunk_size or 0,
-        log_every=max(1, args.steps // 20),
-    )
-    trainer = Trainer(task.model, task.dataset, config, args.device, collate_fn=task.collate_fn)
-    if args.resume is not None:
-        trainer.load(args.resume)
+
+def _train(args: argparse.Namespace) -> int:
+    import time
+
+    import torch.distributed as dist
+
+    from .train import TrainConfig, Trainer
+    from .train.tasks import TaskOptions, build_task
+
+    rank, world, device = _launch(args.device)
+    run_dir = args.out / args.task
+    resume = _resume_from(args, run_dir)
+    if resume is None:
+        options = TaskOptions(args.seed, args.data, args.column, args.tokenizer)
+    else:  # the stored run continues; only its length may change
+        stored = _stored_config(resume)
+        if stored["extra"]["task"] != args.task:
+            raise ValueError(f"--resume: {resume} is a {stored['extra']['task']} run, not {args.task}")
+        options = TaskOptions(**stored["extra"]["options"])
+    task = build_task(args.task, options, run_dir, fresh=resume is None, distributed=world > 1)
+    batch_size = stored["batch_size"] if resume is not None else args.batch_size or task.batch_size
+    per_epoch = len(task.dataset) // world // batch_size
+    if per_epoch == 0:
+        raise ValueError(
+            f"--batch-size {batch_size}: the training set has {len(task.dataset)} samples"
+            + (f", fewer than one batch on each of {world} ranks" if world > 1 else ", fewer than one batch")
+        )
+    steps = args.steps or (args.epochs * per_epoch if args.epochs else None)
+    if resume is None:
+        steps = steps or 500
+        config = TrainConfig(
+            steps=steps, batch_size=batch_size, lr=args.lr or task.lr, warmup_steps=min(100, steps // 10),
+            amp=args.amp, seed=args.seed, out_dir=str(run_dir), chunk_size=args.chunk_size or 0,
+            log_every=max(1, steps // 20), metrics=args.metrics, tensorboard=not args.no_tensorboard,
+            compile=args.compile, extra={"task": args.task, "options": vars(options)},
+        )
+    else:
+        config = TrainConfig(**{**stored, "out_dir": str(run_dir), "steps": steps or stored["steps"]})
+    trainer = Trainer(task.model, task.dataset, config, device, collate_fn=task.collate_fn)
+    if resume is not None:
+        trainer.load(resume)
+    started = time.perf_counter()
     logged = trainer.fit(progress=not args.quiet)
-    result = {"task": args.task, "steps": trainer.step, "final_loss": logged[-1]["loss"] if logged else None,
-              **task.evaluate(trainer.model)}
-    print(json.dumps(result))
+    seconds = time.perf_counter() - started
+    if rank == 0:
+        summary = {"task": args.task, "steps": trainer.step, "world_size": world,
+                   "train_seconds": round(seconds, 2), "final_loss": logged[-1]["loss"] if logged else None}
+        _report(summary, task.evaluate(trainer.model, run_dir), run_dir, args.json)
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+def _report(summary: dict, table: dict, run_dir: Path, as_json: bool) -> None:
+    """Prints the evaluation table (or one JSON line) and saves it as run_dir/eval.json."""
+    from .train.evaluate import format_table
+
+    result = {**summary, "evaluation": table}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    if as_json:
+        print(json.dumps(result))
+        return
+    loss = f", final loss {summary['final_loss']:.4f}" if summary.get("final_loss") is not None else ""
+    took = f" in {summary['train_seconds']:.0f} s" if "train_seconds" in summary else ""
+    print(f"{summary['task']}: {summary['steps']} steps{took}{loss}; held-out evaluation ({run_dir}):")
+    print(format_table(table) if table else "(no labelled held-out data to evaluate on)")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .train.tasks import TaskOptions, build_task
+
+    path = args.run_dir / "checkpoint.pt" if args.run_dir.is_dir() else args.run_dir
+    if not path.is_file():
+        raise FileNotFoundError(f"eval: no checkpoint.pt in {args.run_dir}")
+    _, _, device = _launch(args.device)
+    config = _stored_config(path)
+    name = config["extra"]["task"]
+    task = build_task(name, TaskOptions(**config["extra"]["options"]), path.parent, fresh=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    task.model.load_state_dict(state["model"])
+    _report({"task": name, "steps": state["step"]}, task.evaluate(task.model.to(device), path.parent),
+            path.parent, args.json)
     return 0
 
 
@@ -184,32 +290,67 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_bench)
 
     train = sub.add_parser(
-        "train", help="pre-train a model on a bundled data set, then evaluate it against a baseline",
-        description="Tasks: autoencoder (digits, reconstruction), simclr (digits, NT-Xent, linear "
-        "probe), mlm (Python's documentation, WordPiece, masked-token accuracy), forecast (sunspots, "
-        "next 6 years, MAE). Metrics go to OUT/TASK/metrics.jsonl, the checkpoint to "
-        "OUT/TASK/checkpoint.pt; the last line printed is the evaluation as JSON.",
+        "train", help="pre-train a model (bundled data by default), then evaluate it beside baselines",
+        description="Tasks: autoencoder (images, reconstruction), simclr (images, NT-Xent), mlm (text, "
+        "masked tokens), forecast (a series, the next 6 values). Defaults run offline on bundled data: "
+        "scikit-learn's digits, the text of Python's documentation, the yearly sunspot numbers. "
+        "OUT/TASK/ receives metrics, checkpoint.pt and eval.json. Under torchrun each process trains "
+        "on its shard (gloo on cpu, NCCL on cuda) and SimCLR contrasts across all of them.",
     )
     train.add_argument("task", choices=("autoencoder", "simclr", "mlm", "forecast"))
-    train.add_argument("--steps", type=_positive, default=500)
-    train.add_argument("--batch-size", type=_positive, default=128)
-    train.add_argument("--lr", type=float, help="learning rate (default: the task's)")
+    train.add_argument("--data", help="images: digits (default), mnist or a .npy/.npz file; mlm: text "
+                       "files or folders (default: Python's documentation); forecast: a CSV file (default: "
+                       "sunspots)")
+    train.add_argument("--column", help="forecast: the CSV column (default: the last)")
+    train.add_argument("--tokenizer", help="mlm: a Hugging Face tokenizer name or folder (default: a "
+                       "WordPiece vocabulary trained on the corpus)")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=_positive, help="optimizer steps (default 500)")
+    length.add_argument("--epochs", type=_positive, help="passes over the training set, instead of --steps")
+    train.add_argument("--batch-size", type=_positive,
+                       help="samples per step and process (default: the task's, 256 for simclr, else 128)")
+    train.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the task's)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--amp", choices=("bf16", "fp16"), help="autocast dtype (fp16 on CUDA only)")
     train.add_argument("--chunk-size", type=_positive,
-                       help="simclr: gradient caching in chunks of this many images")
+                       help="simclr: gradient caching, encoding the batch in chunks of this many images")
+    train.add_argument("--compile", action="store_true", help="torch.compile the loss computation")
     train.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     train.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
-    train.add_argument("--resume", type=Path, help="a checkpoint.pt to continue from")
+    train.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
+                       help="continue OUT/TASK/checkpoint.pt (or CHECKPOINT) where it stopped")
+    train.add_argument("--metrics", choices=("jsonl", "csv"), default="jsonl", help="metrics file format")
+    train.add_argument("--no-tensorboard", action="store_true",
+                       help="no TensorBoard events (written when tensorboard is installed)")
+    train.add_argument("--json", action="store_true", help="print the evaluation as one JSON line")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a trained run again (RUN_DIR: OUT/TASK of `train`)")
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    evaluate.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    evaluate.add_argument("--json", action="store_true", help="print the evaluation as one JSON line")
+    evaluate.set_defaults(func=_eval)
     return parser
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -218,9 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:  # a user error: one line, exit status 2
+    except (ValueError, FileNotFoundError, ImportError) as exc:  # a user error: one line, exit status 2
         print(f"ssl_fast: error: {exc}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:  # the trainer's NaN stop
+        print(f"ssl_fast: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

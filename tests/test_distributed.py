@@ -1,6 +1,12 @@
-"""NT-Xent across 2 CPU processes (gloo) equals NT-Xent on the concatenated batch in one process."""
+"""NT-Xent and training across 2 CPU processes (gloo) equal one process on the concatenated batch."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 import ssl_fast
 
 WORLD, N, D, T = 2, 5, 6, 0.3
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _data():
@@ -68,3 +75,68 @@ def test_two_processes_equal_one(tmp_path):
         # After DDP's averaging, the parameter gradients are those of one process on the whole batch.
         for got, p in zip(result["param_grads"], model.parameters(), strict=True):
             torch.testing.assert_close(got, p.grad)
+
+
+# ----------------------------------------------------------------- the trainer under torch.distributed
+# Each rank trains on its shard of every epoch with its own batch; the two batches of a step are
+# together the batch of a one-process run with twice the batch size (DistributedSampler deals
+# the same permutation out in turn), and NT-Xent does not depend on the order of the pairs: so
+# two ranks must end with the parameters of one process, with DDP and with chunked steps.
+
+STEPS, PER_RANK = 3, 8
+
+
+def _simclr_run(out_dir: str, batch_size: int, chunk_size: int = 0):
+    from ssl_fast.models import SimCLR
+    from ssl_fast.train import TrainConfig, Trainer
+
+    gen = torch.Generator().manual_seed(3)
+    views = torch.randn(64, 12, generator=gen), torch.randn(64, 12, generator=gen)
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Linear(12, 32), torch.nn.ReLU())
+    model = SimCLR(backbone, 32, hidden_dim=32, out_dim=8, temperature=0.3, head_norm=False,
+                   gather_distributed=dist.is_initialized())
+    config = TrainConfig(steps=STEPS, batch_size=batch_size, lr=1e-2, warmup_steps=1, out_dir=out_dir,
+                         chunk_size=chunk_size, tensorboard=False)
+    trainer = Trainer(model, torch.utils.data.TensorDataset(*views), config)
+    trainer.fit(progress=False)
+    return trainer
+
+
+def _trainer_worker(rank: int, init_file: str, out_dir: str, chunk_size: int) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        trainer = _simclr_run(out_dir, PER_RANK, chunk_size)
+        torch.save([p.detach() for p in trainer.model.parameters()], f"{out_dir}/params{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+@pytest.mark.parametrize("chunk_size", [0, 3], ids=["ddp", "chunked"])
+def test_two_ranks_train_as_one_process(chunk_size, tmp_path):
+    args = (str(tmp_path / "init"), str(tmp_path), chunk_size)
+    mp.spawn(_trainer_worker, args=args, nprocs=WORLD, join=True)
+    one = _simclr_run(str(tmp_path / "one"), WORLD * PER_RANK)
+    for rank in range(WORLD):
+        params = torch.load(tmp_path / f"params{rank}.pt", weights_only=True)
+        for got, expected in zip(params, one.model.parameters(), strict=True):
+            torch.testing.assert_close(got, expected.detach())
+    # Rank 0 alone wrote the metrics and the checkpoint, with the random states of both ranks.
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+    assert len(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["rng"]) == WORLD
+
+
+def test_torchrun_train_command(tmp_path):
+    """`torchrun --nproc_per_node 2 -m ssl_fast train simclr` on the CPU (gloo)."""
+    pytest.importorskip("sklearn")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "ssl_fast", "train", "simclr", "--steps", "2", "--batch-size", "32",
+               "--out", str(tmp_path), "--quiet", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == 1  # rank 0 alone evaluates
+    assert results[0]["world_size"] == 2 and results[0]["steps"] == 2
+    assert (tmp_path / "simclr" / "checkpoint.pt").is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -142,20 +143,126 @@ def test_trainer_with_chunks(tmp_path):
         chunked_backward(lambda x: x, [torch.zeros(2, 2)], lambda z: z.sum(), 0)
 
 
-# ----------------------------------------------------------------- the train command
+# ----------------------------------------------------------------- metrics and compile
+
+
+def test_csv_metrics_and_tensorboard(tmp_path):
+    trainer = Trainer(Autoencoder((64, 32, 8)), _images(), _config(tmp_path, steps=8, metrics="csv"))
+    trainer.fit(progress=False)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,lr,samples_per_s" and [r.split(",")[0] for r in rows[1:]] == ["4", "8"]
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    with pytest.raises(ValueError, match="metrics must be"):
+        Trainer(Autoencoder((64, 8)), _images(), _config(tmp_path, metrics="xml"))
+
+
+def test_compiled_loss_trains_like_the_eager_one(tmp_path):
+    torch.manual_seed(0)
+    eager = Trainer(Autoencoder((64, 32, 8)), _images(), _config(tmp_path / "e", steps=3, tensorboard=False))
+    eager.fit(progress=False)
+    torch.manual_seed(0)
+    compiled = Trainer(Autoencoder((64, 32, 8)), _images(),
+                       _config(tmp_path / "c", steps=3, compile=True, tensorboard=False))
+    compiled.fit(progress=False)
+    for a, b in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------- the train and eval commands
+
+
+def _run(argv, capsys) -> tuple[int, str, str]:
+    from ssl_fast.cli import main
+
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        status = exc.code
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
 @pytest.mark.parametrize("task", ["autoencoder", "simclr", "forecast", "mlm"])
-def test_train_command(task, tmp_path, capsys):
-    from ssl_fast.cli import main
-
+def test_train_and_eval_commands(task, tmp_path, capsys):
     pytest.importorskip("sklearn")
     if task == "mlm":
         pytest.importorskip("tokenizers")
-    args = ["train", task, "--steps", "2", "--batch-size", "16", "--out", str(tmp_path), "--quiet"]
-    assert main(args + (["--chunk-size", "8"] if task == "simclr" else [])) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["task"] == task and result["steps"] == 2
-    assert (tmp_path / task / "checkpoint.pt").is_file()
-    # Resuming a finished run trains no further and evaluates again.
-    assert main(args + ["--resume", str(tmp_path / task / "checkpoint.pt")]) == 0
+    args = ["train", task, "--steps", "2", "--batch-size", "16", "--out", str(tmp_path), "--quiet", "--json"]
+    status, out, err = _run(args + (["--chunk-size", "8"] if task == "simclr" else []), capsys)
+    assert status == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["task"] == task and result["steps"] == 2 and result["evaluation"]
+    run = tmp_path / task
+    assert (run / "checkpoint.pt").is_file() and json.loads((run / "eval.json").read_text()) == result
+    expected_rows = {
+        "autoencoder": {"trained encoder", "raw pixels", "random-init encoder", "mean image"},
+        "simclr": {"trained encoder", "raw pixels", "random-init encoder"},
+        "forecast": {"model", "last_value", "ridge_on_lags"},
+        "mlm": {"trained model", "unigram"},
+    }[task]
+    assert set(result["evaluation"]) == expected_rows
+    if task == "autoencoder":
+        assert (run / "reconstructions.png").stat().st_size > 0 or importlib.util.find_spec("PIL") is None
+    # eval RUN_DIR rebuilds the task from the checkpoint and gives the same table.
+    status, out, err = _run(["eval", str(run), "--json"], capsys)
+    assert status == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["evaluation"] == result["evaluation"]
+
+
+def test_resume_extends_the_stored_run(tmp_path, capsys):
+    base = ["train", "forecast", "--batch-size", "16", "--out", str(tmp_path), "--quiet", "--json"]
+    assert _run(base + ["--steps", "3", "--column", "sunspots"], capsys)[0] == 0
+    # The stored options (here the column) and configuration continue; --steps extends the run.
+    status, out, err = _run(base + ["--steps", "5", "--resume"], capsys)
+    assert status == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["steps"] == 5
+    # Without --json the table is printed; a finished run resumed trains no further.
+    status, out, err = _run(base[:-1] + ["--resume"], capsys)
+    assert status == 0, err
+    assert out.startswith("forecast: 5 steps") and "ridge_on_lags" in out
+    config = torch.load(tmp_path / "forecast" / "checkpoint.pt", weights_only=True)["config"]
+    assert config["steps"] == 5 and config["extra"]["options"]["column"] == "sunspots"
+
+
+def _files(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "blank.txt").write_text("\n\n")
+    (tmp_path / "short.csv").write_text("year,value\n" + "".join(f"{i},{i}\n" for i in range(20)))
+    (tmp_path / "words.csv").write_text("year,value\n1,a\n2,b\n")
+    np = pytest.importorskip("numpy")
+    np.save(tmp_path / "flat.npy", np.zeros(10))
+    return tmp_path
+
+
+BAD_INPUTS = {
+    "missing image file": (["train", "simclr", "--data", "{tmp}/missing.npy"], "no file"),
+    "image array of the wrong shape": (["train", "autoencoder", "--data", "{tmp}/flat.npy"], "shape"),
+    "folder without text": (["train", "mlm", "--data", "{tmp}/empty"], "no .txt file"),
+    "empty corpus": (["train", "mlm", "--data", "{tmp}/blank.txt"], "empty"),
+    "missing series": (["train", "forecast", "--data", "{tmp}/missing.csv"], "no file"),
+    "series shorter than a window": (["train", "forecast", "--data", "{tmp}/short.csv"], "than one window"),
+    "unknown column": (["train", "forecast", "--data", "{tmp}/short.csv", "--column", "x"], "no column 'x'"),
+    "non-numeric column": (["train", "forecast", "--data", "{tmp}/words.csv"], "not numeric"),
+    "zero steps": (["train", "forecast", "--steps", "0"], "positive integer"),
+    "negative learning rate": (["train", "forecast", "--lr", "-1"], "positive number"),
+    "steps and epochs": (["train", "forecast", "--steps", "3", "--epochs", "1"], "not allowed with"),
+    "batch larger than the data": (["train", "forecast", "--batch-size", "100000"], "fewer than one batch"),
+    "bad device": (["train", "forecast", "--device", "tpu"], "cpu or cuda"),
+    "resume without a checkpoint": (["train", "forecast", "--resume"], "no checkpoint"),
+    "eval without a run": (["eval", "{tmp}/empty"], "no checkpoint.pt"),
+    "eval of a file that is no checkpoint": (["eval", "{tmp}/short.csv"], "not an ssl_fast checkpoint"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_user_errors_exit_2_with_one_line(case, tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    argv, message = BAD_INPUTS[case]
+    folder = _files(tmp_path)
+    argv = [a.format(tmp=folder) for a in argv]
+    if argv[0] == "train":
+        argv += ["--out", str(tmp_path / "runs")]
+    status, out, err = _run(argv, capsys)
+    assert status == 2 and out == ""
+    assert len(err.splitlines()) == 1 and message in err, err

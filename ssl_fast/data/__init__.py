@@ -4,13 +4,14 @@ windowing and splitting each pretext task needs."""
 from .augment import ContrastiveAugment
 from .images import load_images
 from .series import SeriesSplits, WindowDataset, load_series, make_windows
-from .text import WordPieceTokenizer, load_corpus, token_sequences
+from .text import WordPieceTokenizer, hf_tokenizer, load_corpus, token_sequences
 
 __all__ = [
     "ContrastiveAugment",
     "SeriesSplits",
     "WindowDataset",
     "WordPieceTokenizer",
+    "hf_tokenizer",
     "load_corpus",
     "load_images",
     "load_series",

@@ -29,7 +29,10 @@ def load_corpus(paths: str | Path | Sequence[str | Path] | None = None) -> list[
             raise FileNotFoundError(f"load_corpus: no file or folder {item}")
     if not files:
         raise ValueError(f"load_corpus: no .txt file under {paths}")
-    return [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    if not any(text.strip() for text in texts):
+        raise ValueError(f"load_corpus: the corpus {paths} is empty")
+    return texts
 
 
 class WordPieceTokenizer:
@@ -64,6 +67,15 @@ class WordPieceTokenizer:
         tokenizer.train_from_iterator(texts, trainer)
         return cls(tokenizer)
 
+    def save(self, path: str | Path) -> None:
+        self.tokenizer.save(str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> WordPieceTokenizer:
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(path)))
+
     def __len__(self) -> int:
         return self.tokenizer.get_vocab_size()
 
@@ -85,3 +97,47 @@ def token_sequences(
     stream = [token for text in texts for token in tokenizer.encode(text)]
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     return [[cls, *stream[i : i + body], sep] for i in range(0, len(stream), body)]
+
+
+def hf_tokenizer(name: str):
+    """A Hugging Face tokenizer by name or folder (from the local cache or folder when the
+    network is unavailable), adapted to encode() without special tokens as WordPieceTokenizer."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ImportError(f"the tokenizer {name!r} needs transformers: pip install transformers") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as exc:
+        raise ValueError(f"cannot load the tokenizer {name!r}: {str(exc).splitlines()[0]}") from None
+    if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
+        raise ValueError(f"the tokenizer {name!r} has no mask or pad token, which masked language modelling "
+                         "needs")
+    return _HFAdapter(tokenizer)
+
+
+class _HFAdapter:
+    """A transformers tokenizer seen through the WordPieceTokenizer interface."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.pad_token_id, self.mask_token_id = tokenizer.pad_token_id, tokenizer.mask_token_id
+        # Sequences are framed as [CLS] ... [SEP], or <s> ... </s> for tokenizers without them.
+        cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+        self.cls_token_id = cls if cls is not None else tokenizer.bos_token_id
+        self.sep_token_id = sep if sep is not None else tokenizer.eos_token_id
+        self.all_special_ids = list(tokenizer.all_special_ids)
+        if self.cls_token_id is None or self.sep_token_id is None:
+            raise ValueError(
+                f"the tokenizer {tokenizer.name_or_path!r} has no [CLS]/<s> or [SEP]/</s> token to frame "
+                "sequences"
+            )
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))

@@ -1,24 +1,44 @@
-"""The four pretext tasks end to end on the offline default data: a model, its training
-set, and an evaluation of what it learned against a baseline, for `python -m ssl_fast
-train TASK` and `make demo`."""
+"""The four pretext tasks end to end: a model, its training set, and an evaluation of what it
+learned beside baselines, for `python -m ssl_fast train TASK`, `ssl_fast eval RUN_DIR` and
+`make demo`. Every task runs offline on its bundled default data, or on the user's files.
+
+An evaluation is a table: rows (the trained model, then its baselines) of named metrics.
+"""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
+
+from .evaluate import forecast_metrics, representation_table, save_reconstructions, token_metrics
+
+Table = dict[str, dict[str, float]]
+
+
+@dataclass
+class TaskOptions:
+    """What a task is built from; stored in the checkpoint so that `eval` rebuilds it."""
+
+    seed: int = 0
+    data: str | None = None  # images: digits | mnist | .npy/.npz; text: files or folders; series: a CSV
+    column: str | None = None  # forecast: the CSV column (default the last)
+    tokenizer: str | None = None  # mlm: a Hugging Face tokenizer name or folder (default: trained WordPiece)
 
 
 @dataclass
 class Task:
     model: nn.Module
     dataset: Dataset
-    evaluate: Callable[[nn.Module], dict]  # metrics of the trained model, with a baseline
+    evaluate: Callable[[nn.Module, Path], Table]  # (trained model, run folder) -> table
     collate_fn: Callable | None = None
-    lr: float = 1e-3  # the default learning rate of the task
+    lr: float = 1e-3  # the task's default learning rate
+    batch_size: int = 128  # the task's default batch size
 
 
 def _split(n: int, seed: int, test_fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,24 +47,63 @@ def _split(n: int, seed: int, test_fraction: float = 0.2) -> tuple[torch.Tensor,
     return order[:cut], order[cut:]
 
 
-def autoencoder(seed: int) -> Task:
+def _images(options: TaskOptions):
     from ..data import load_images
+
+    images, labels = load_images(options.data or "digits")
+    if len(images) < 10:
+        raise ValueError(f"{options.data}: {len(images)} images are too few to train and evaluate on")
+    return images, labels
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _encoder_rows(
+    trained: Callable, untrained: Callable, images: torch.Tensor, labels: torch.Tensor | None,
+    train: torch.Tensor, test: torch.Tensor, device: torch.device,
+) -> Table:
+    """kNN and linear-probe accuracy of the trained encoder, raw pixels and the same encoder
+    at its random initialisation; nothing without labels."""
+    if labels is None:
+        return {}
+    encoders = {"trained encoder": trained, "raw pixels": None, "random-init encoder": untrained}
+    return representation_table(encoders, images, labels, train, test, device)
+
+
+def autoencoder(options: TaskOptions) -> Task:
     from ..models import Autoencoder
 
-    images, _ = load_images("digits")
-    train, test = _split(len(images), seed)
-    model = Autoencoder((64, 48, 32, 16))
+    images, labels = _images(options)
+    train, test = _split(len(images), options.seed)
+    d = images[0].numel()
+    # The classic 784-512-256-128 for MNIST-sized inputs; proportional widths below that.
+    widths = (d, 512, 256, 128) if d >= 512 else (d, 3 * d // 4, d // 2, d // 4)
+    torch.manual_seed(options.seed)
+    model = Autoencoder(widths)
+    untrained = copy.deepcopy(model)
 
-    def evaluate(model: nn.Module) -> dict:
+    def evaluate(model: nn.Module, run_dir: Path) -> Table:
+        device = _device_of(model)
+        model.eval()
+        untrained.to(device).eval()
         with torch.no_grad():
-            mse = torch.mean((model.eval()(images[test]) - images[test]) ** 2).item()
-        baseline = torch.mean((images[train].mean(0) - images[test]) ** 2).item()
-        return {"test_mse": mse, "mean_image_mse": baseline}
+            shown = images[test[:16]].to(device)
+            recon = torch.cat([model(part.to(device)).cpu() for part in images[test].split(1024)])
+        table = _encoder_rows(model.encode, untrained.encode, images, labels, train, test, device)
+        table.setdefault("trained encoder", {})["reconstruction_mse"] = torch.mean(
+            (recon - images[test]) ** 2).item()
+        mean_image = images[train].mean(0)
+        table["mean image"] = {"reconstruction_mse": torch.mean((mean_image - images[test]) ** 2).item()}
+        with torch.no_grad():
+            save_reconstructions(images[test[:16]], model(shown).cpu(), run_dir / "reconstructions.png")
+        return table
 
     return Task(model, TensorDataset(images[train]), evaluate, lr=3e-3)
 
 
-class _AugmentedSimCLR(nn.Module):
+class AugmentedSimCLR(nn.Module):
     """SimCLR whose loss draws two augmented views of each image of the batch."""
 
     def __init__(self, simclr: nn.Module, augment: nn.Module):
@@ -58,95 +117,140 @@ class _AugmentedSimCLR(nn.Module):
         return self.simclr.backward_chunked(self.augment(x), self.augment(x), chunk_size)
 
 
-def _linear_probe(features_train, labels_train, features_test, labels_test) -> float:
-    from sklearn.linear_model import LogisticRegression
-
-    probe = LogisticRegression(max_iter=2000).fit(features_train.numpy(), labels_train.numpy())
-    return float(probe.score(features_test.numpy(), labels_test.numpy()))
-
-
-def simclr(seed: int) -> Task:
-    from ..data import ContrastiveAugment, load_images
+def simclr(options: TaskOptions, gather_distributed: bool = False) -> Task:
+    from ..data import ContrastiveAugment
     from ..models import SimCLR
 
-    images, labels = load_images("digits")
-    train, test = _split(len(images), seed)
+    images, labels = _images(options)
+    _, c, h, w = images.shape
+    if h != w:
+        raise ValueError(f"simclr: the augmentation makes square views; the images are {h}x{w}")
+    train, test = _split(len(images), options.seed)
+    torch.manual_seed(options.seed)
+    backbone = nn.Sequential(
+        nn.Flatten(), nn.Linear(c * h * w, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU()
+    )
+    untrained = copy.deepcopy(backbone)
+    # Mild crops and no flips: a digit's identity survives neither a tight crop nor a mirror.
+    augment = ContrastiveAugment(h, crop_scale=(0.5, 1.0), flip_p=0.0, noise_std=0.05)
+    model = AugmentedSimCLR(
+        SimCLR(backbone, 128, 256, 64, temperature=0.2, gather_distributed=gather_distributed), augment
+    )
 
-    def backbone() -> nn.Module:
-        return nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU())
+    def evaluate(model: nn.Module, run_dir: Path) -> Table:
+        device = _device_of(model)
+        encoder = model.simclr.backbone.eval()
+        return _encoder_rows(encoder, untrained.to(device).eval(), images, labels, train, test, device)
 
-    torch.manual_seed(seed)
-    untrained = backbone()
-    model = _AugmentedSimCLR(SimCLR(backbone(), 128, 256, 64, temperature=0.5),
-                             ContrastiveAugment(8, crop_scale=(0.5, 1.0), flip_p=0.0, noise_std=0.05))
-
-    def evaluate(model: nn.Module) -> dict:
-        def probe(encoder: nn.Module) -> float:
-            with torch.no_grad():
-                feats = encoder.eval()(images)
-            return _linear_probe(feats[train], labels[train], feats[test], labels[test])
-
-        return {
-            "linear_probe_accuracy": probe(model.simclr.backbone),
-            "random_encoder_accuracy": probe(untrained),
-        }
-
-    return Task(model, TensorDataset(images[train]), evaluate)
+    return Task(model, TensorDataset(images[train]), evaluate, batch_size=256)
 
 
-def forecast(seed: int) -> Task:
+def forecast(options: TaskOptions) -> Task:
     from ..data import load_series, make_windows
     from ..models import SeriesForecaster
 
     context, horizon = 24, 6
-    splits = make_windows(load_series(), context, horizon)
-    torch.manual_seed(seed)
+    splits = make_windows(load_series(options.data, options.column), context, horizon)
+    if len(splits.test) == 0:
+        raise ValueError(
+            f"forecast: the series' test part (the last 15%) holds no window of {context} + {horizon} "
+            "points; a longer series is needed"
+        )
+    torch.manual_seed(options.seed)
     model = SeriesForecaster(horizon, hidden_size=32)
 
-    def evaluate(model: nn.Module) -> dict:
-        x, y = splits.test.x, splits.unscale(splits.test.y)
+    def evaluate(model: nn.Module, run_dir: Path) -> Table:
+        x = splits.test.x
         with torch.no_grad():
-            mae = (splits.unscale(model.eval()(x)) - y).abs().mean().item()
-        persistence = (splits.unscale(x[:, -1:]) - y).abs().mean().item()  # repeat the last value
-        return {"test_mae": mae, "persistence_mae": persistence}
+            predicted = model.eval()(x.to(_device_of(model))).cpu()
+        return forecast_metrics(
+            splits.unscale(predicted), splits.unscale(splits.test.y), splits.unscale(x),
+            splits.unscale(splits.train.x), splits.unscale(splits.train.y),
+        )
 
     return Task(model, TensorDataset(splits.train.x, splits.train.y), evaluate)
 
 
-def mlm(seed: int) -> Task:
+def _tokenizer(options: TaskOptions, corpus: list[str], run_dir: Path, fresh: bool):
+    from ..data import WordPieceTokenizer, hf_tokenizer
+
+    if options.tokenizer is not None:
+        return hf_tokenizer(options.tokenizer)
+    saved = run_dir / "tokenizer.json"
+    if saved.is_file() and not fresh:  # the vocabulary the checkpoint was trained with
+        return WordPieceTokenizer.load(saved)
+    tokenizer = WordPieceTokenizer.train(corpus, vocab_size=4000)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(saved)
+    return tokenizer
+
+
+def mlm(options: TaskOptions, run_dir: Path, fresh: bool = True) -> Task:
     from ..collate import MLMCollator
-    from ..data import WordPieceTokenizer, load_corpus, token_sequences
+    from ..data import load_corpus, token_sequences
     from ..models import MaskedLanguageModel
 
-    corpus = load_corpus()
-    tokenizer = WordPieceTokenizer.train(corpus, vocab_size=4000)
+    corpus = load_corpus(options.data)
+    tokenizer = _tokenizer(options, corpus, run_dir, fresh)
     sequences = token_sequences(corpus, tokenizer, max_length=64)
-    train, test = _split(len(sequences), seed, test_fraction=0.1)
-    collator = MLMCollator(tokenizer, seed=seed)
+    if len(sequences) < 10:
+        raise ValueError(
+            f"mlm: the corpus gives {len(sequences)} sequences of 64 tokens, too few to train and evaluate on"
+        )
+    train, test = _split(len(sequences), options.seed, test_fraction=0.1)
+    collator = MLMCollator(tokenizer, seed=options.seed)
+    vocab = len(tokenizer)
 
     def collate(examples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch = collator(examples)
         ids = batch["input_ids"]
         return ids, batch["labels"], batch.get("attention_mask", (ids != tokenizer.pad_token_id).long())
 
-    torch.manual_seed(seed)
-    model = MaskedLanguageModel(len(tokenizer), dim=128, layers=2, heads=4, max_length=64)
+    torch.manual_seed(options.seed)
+    model = MaskedLanguageModel(vocab, dim=128, layers=2, heads=4, max_length=64)
 
-    def evaluate(model: nn.Module) -> dict:
-        ids, labels, attention = collate([sequences[i] for i in test[:256].tolist()])
-        masked = labels != -100
-        with torch.no_grad():  # logits of the masked positions only
-            hidden = model.eval()(ids, attention)[masked]
-            predicted = (hidden @ model.tokens.weight.T + model.head_bias).argmax(-1)
-        counts = torch.bincount(labels[masked], minlength=len(tokenizer))
+    def evaluate(model: nn.Module, run_dir: Path) -> Table:
+        device = _device_of(model)
+        model.eval()
+        held_out = MLMCollator(tokenizer, seed=options.seed + 1)  # the same masks at every evaluation
+        logits, labels = [], []
+        for part in test.split(256):
+            batch = held_out([sequences[i] for i in part.tolist()])
+            ids, target = batch["input_ids"], batch["labels"]
+            attention = batch.get("attention_mask", (ids != tokenizer.pad_token_id).long())
+            masked = target != -100
+            with torch.no_grad():
+                hidden = model(ids.to(device), attention.to(device))[masked.to(device)]
+                projected = nn.functional.linear(hidden, model.tokens.weight, model.head_bias)
+            logits.append(projected.float().cpu())
+            labels.append(target[masked])
+        train_tokens = torch.tensor([t for i in train.tolist() for t in sequences[i]])
+        counts = torch.bincount(train_tokens, minlength=vocab)
+        counts[tokenizer.all_special_ids] = 0  # specials are never masked
+        metrics = token_metrics(torch.cat(logits), torch.cat(labels), counts)
         return {
-            "masked_token_accuracy": (predicted == labels[masked]).float().mean().item(),
-            "most_frequent_token_accuracy": (counts.max() / masked.sum()).item(),
+            "trained model": {k: metrics[k] for k in ("masked_token_accuracy", "perplexity")},
+            "unigram": {"masked_token_accuracy": metrics["unigram_accuracy"],
+                        "perplexity": metrics["unigram_perplexity"]},
         }
 
     return Task(model, [sequences[i] for i in train.tolist()], evaluate, collate)
 
 
-TASKS: dict[str, Callable[[int], Task]] = {
-    "autoencoder": autoencoder, "simclr": simclr, "mlm": mlm, "forecast": forecast,
-}
+TASKS = ("autoencoder", "simclr", "mlm", "forecast")
+
+
+def build_task(
+    name: str, options: TaskOptions, run_dir: Path, fresh: bool = True, distributed: bool = False
+) -> Task:
+    """The task `name` (one of TASKS). fresh: a new run (mlm trains its tokenizer again
+    instead of reusing the run's); distributed: contrast across ranks (simclr)."""
+    builders = {
+        "autoencoder": lambda: autoencoder(options),
+        "simclr": lambda: simclr(options, gather_distributed=distributed),
+        "mlm": lambda: mlm(options, run_dir, fresh),
+        "forecast": lambda: forecast(options),
+    }
+    if name not in builders:
+        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    return builders[name]()

@@ -1,10 +1,12 @@
 """One trainer for every pretext task: the model's own loss(*batch), AdamW with a cosine
-schedule after a linear warm-up, optional autocast and gradient clipping, atomic
-checkpoints that resume exactly, JSONL metrics, a progress bar, and a clear stop when the
-loss stops being finite."""
+schedule after a linear warm-up, optional autocast, gradient clipping and torch.compile,
+data-parallel training under torchrun, atomic checkpoints that resume exactly, metrics
+to JSONL or CSV (and TensorBoard when installed), a progress bar, and a clear stop when
+the loss stops being finite."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -15,8 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 @dataclass
@@ -32,10 +36,12 @@ class TrainConfig:
     amp: str | None = None  # None, "bf16" (CPU or CUDA) or "fp16" (CUDA, with loss scaling)
     seed: int = 0
     log_every: int = 10
+    metrics: str = "jsonl"  # out_dir/metrics.jsonl or out_dir/metrics.csv
+    tensorboard: bool = True  # also out_dir/tensorboard/, when tensorboard is installed
     checkpoint_every: int = 0  # steps; 0: only at the end
     out_dir: str = "runs/ssl"
     num_workers: int = 0
-    compile: bool = False
+    compile: bool = False  # torch.compile the loss computation (forward; backward through AOTAutograd)
     chunk_size: int = 0  # > 0: contrastive steps in chunks (model.backward_chunked, gradient caching)
     extra: dict = field(default_factory=dict)
 
@@ -53,11 +59,35 @@ def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+class _Loss(nn.Module):
+    """model.loss as a module's forward, so that DistributedDataParallel and torch.compile
+    see the whole loss computation."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *batch: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(*batch)
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the default process group; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class Trainer:
     """Trains `model` (any module with loss(*batch) -> scalar) on `dataset`.
 
     The batch order is a function of (seed, epoch), so a run resumed from a checkpoint
     sees the same batches as one that never stopped, and ends with the same parameters.
+
+    Under torch.distributed (e.g. torchrun), each rank trains on its own shard of every
+    epoch (DistributedSampler) with batch_size samples per step, the gradients are
+    averaged over the ranks (DistributedDataParallel; an all-reduce after chunked steps),
+    and rank 0 alone writes metrics and checkpoints.
     """
 
     def __init__(
@@ -69,6 +99,8 @@ class Trainer:
             raise ValueError(f"Trainer: amp must be None, 'bf16' or 'fp16', got {config.amp!r}")
         if config.amp == "fp16" and self.device.type != "cuda":
             raise ValueError("Trainer: amp='fp16' needs a CUDA device (use 'bf16' on the CPU)")
+        if config.metrics not in ("jsonl", "csv"):
+            raise ValueError(f"Trainer: metrics must be 'jsonl' or 'csv', got {config.metrics!r}")
         if config.chunk_size and not hasattr(model, "backward_chunked"):
             raise ValueError(
                 f"Trainer: chunk_size needs a model with backward_chunked, not {type(model).__name__}"
@@ -77,8 +109,18 @@ class Trainer:
             raise ValueError(
                 "Trainer: chunk_size does not combine with amp='fp16' (loss scaling); use 'bf16'"
             )
-        torch.manual_seed(config.seed)
+        self.rank, self.world = _world()
+        # Distinct random streams per rank (augmentations, dropout); rank 0 keeps the seed.
+        torch.manual_seed(config.seed + 1_000_003 * self.rank)
         self.model = model.to(self.device)
+        self._loss_module: nn.Module = _Loss(self.model)
+        if self.world > 1:
+            for tensor in self.model.state_dict().values():  # every rank starts from rank 0's model
+                dist.broadcast(tensor, 0)
+            if not config.chunk_size:  # chunked steps average their gradients in _sync_gradients
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self._loss_module = DistributedDataParallel(self._loss_module, device_ids=ids)
+        self._loss = torch.compile(self._loss_module) if config.compile else self._loss_module
         self.dataset, self.collate_fn = dataset, collate_fn
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -87,25 +129,37 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16")
         self.step = 0
         self.out_dir = Path(config.out_dir)
-        self._loss = torch.compile(self._model_loss) if config.compile else self._model_loss
 
     # ------------------------------------------------------------------ data
 
+    def _sampler(self) -> DistributedSampler:
+        return DistributedSampler(
+            self.dataset, num_replicas=self.world, rank=self.rank, shuffle=True, seed=self.config.seed,
+            drop_last=True,
+        )
+
+    def steps_per_epoch(self) -> int:
+        return len(self._sampler()) // self.config.batch_size
+
     def _batches(self, epoch: int) -> DataLoader:
+        sampler = self._sampler()
+        sampler.set_epoch(epoch)
+        # The loader's own generator (it seeds workers): drawing from the global one would
+        # shift the random stream of a resumed run against one that never stopped.
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         return DataLoader(
-            self.dataset, batch_size=self.config.batch_size, shuffle=True, drop_last=True,
-            generator=generator, num_workers=self.config.num_workers, collate_fn=self.collate_fn,
+            self.dataset, batch_size=self.config.batch_size, sampler=sampler, drop_last=True,
+            num_workers=self.config.num_workers, collate_fn=self.collate_fn, generator=generator,
         )
 
     def _stream(self) -> Iterable:
         """Batches from step self.step on: whole epochs in their fixed orders, skipping the
         batches of the current epoch that earlier steps used."""
-        per_epoch = len(self.dataset) // self.config.batch_size
+        per_epoch = self.steps_per_epoch()
         if per_epoch == 0:
             raise ValueError(
                 f"Trainer: the data set has {len(self.dataset)} samples, fewer than one batch of "
-                f"{self.config.batch_size}"
+                f"{self.config.batch_size}" + (f" on each of {self.world} ranks" if self.world > 1 else "")
             )
         epoch, skip = divmod(self.step, per_epoch)
         while True:
@@ -116,12 +170,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _model_loss(self, *batch: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(*batch)
-
     def _autocast(self):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.amp)
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def _sync_gradients(self) -> None:
+        """Averages the gradients over the ranks, in one all-reduce."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        flat = torch.cat([g.flatten() for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+            g.copy_(part.view_as(g))
+
+    def _mean_over_ranks(self, loss: torch.Tensor) -> float:
+        """The loss averaged over the ranks, so that every rank takes the same stop decision."""
+        if self.world == 1:
+            return loss.item()
+        total = loss.detach().float().clone()
+        dist.all_reduce(total)
+        return total.item() / self.world
 
     def train_step(self, batch) -> float:
         tensors = batch if isinstance(batch, (list, tuple)) else [batch]
@@ -133,14 +201,17 @@ class Trainer:
                 loss = self.model.backward_chunked(*batch, chunk_size=self.config.chunk_size)
             else:
                 loss = self._loss(*batch)
-        value = loss.item()
+        value = self._mean_over_ranks(loss)
         if not math.isfinite(value):
             raise FloatingPointError(
                 f"Trainer: the loss is {value} at step {self.step}; stopping (lower the learning rate "
                 f"{self.config.lr}, enable grad_clip, or check the data). The last checkpoint is in "
                 f"{self.out_dir}"
             )
-        if not self.config.chunk_size:
+        if self.config.chunk_size:
+            if self.world > 1:
+                self._sync_gradients()
+        else:
             self.scaler.scale(loss).backward()
         if self.config.grad_clip:
             self.scaler.unscale_(self.optimizer)
@@ -155,40 +226,53 @@ class Trainer:
 
     def fit(self, progress: bool = True, until: int | None = None) -> list[dict]:
         """Runs up to step `until` (default config.steps), then writes a checkpoint; returns
-        the logged metrics (also appended to out_dir/metrics.jsonl)."""
+        the logged metrics (also written to out_dir, see TrainConfig.metrics)."""
         until = self.config.steps if until is None else min(until, self.config.steps)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        bar = _progress(self.config.steps, self.step, progress)
+        main = self.rank == 0
+        log = _MetricsLog(self.out_dir, self.config) if main else None
+        bar = _progress(self.config.steps, self.step, progress and main)
         logged, window, samples, started = [], [], 0, time.perf_counter()
         stream = self._stream()
-        while self.step < until:
-            window.append(self.train_step(next(stream)))
-            samples += self.config.batch_size
-            if self.step % self.config.log_every == 0 or self.step == self.config.steps:
-                elapsed = time.perf_counter() - started
-                record = {
-                    "step": self.step, "loss": sum(window) / len(window),
-                    "lr": self.scheduler.get_last_lr()[0], "samples_per_s": samples / max(elapsed, 1e-9),
-                }
-                logged.append(record)
-                with open(self.out_dir / "metrics.jsonl", "a") as out:
-                    out.write(json.dumps(record) + "\n")
+        try:
+            while self.step < until:
+                window.append(self.train_step(next(stream)))
+                samples += self.config.batch_size * self.world
+                if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                    elapsed = time.perf_counter() - started
+                    record = {
+                        "step": self.step, "loss": sum(window) / len(window),
+                        "lr": self.scheduler.get_last_lr()[0], "samples_per_s": samples / max(elapsed, 1e-9),
+                    }
+                    logged.append(record)
+                    if log is not None:
+                        log.write(record)
+                    if bar is not None:
+                        speed = record["samples_per_s"]
+                        bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{speed:.0f}", refresh=False)
+                    window, samples, started = [], 0, time.perf_counter()
                 if bar is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
-                window, samples, started = [], 0, time.perf_counter()
+                    bar.update(1)
+                if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+                    self.save()
+        finally:
             if bar is not None:
-                bar.update(1)
-            if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
-                self.save()
-        if bar is not None:
-            bar.close()
+                bar.close()
+            if log is not None:
+                log.close()
         self.save()
         return logged
 
     # ------------------------------------------------------------------ checkpoints
 
     def state(self) -> dict:
-        numpy_state = _numpy_rng_state()
+        """Everything a resume needs; the random states of every rank (a collective call
+        under torch.distributed)."""
+        rng = _rng_state()
+        if self.world > 1:
+            ranks: list = [None] * self.world
+            dist.all_gather_object(ranks, rng)
+        else:
+            ranks = [rng]
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -196,40 +280,88 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "config": asdict(self.config),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "python": list(random.getstate()[1]),
-                "python_pos": random.getstate()[2],
-                "numpy": numpy_state,
-            },
+            "rng": ranks,
         }
 
     def save(self, path: str | Path | None = None) -> Path:
         """Writes the checkpoint atomically (a temporary file renamed over the target), so
-        that an interrupted write never leaves a truncated checkpoint."""
+        that an interrupted write never leaves a truncated checkpoint. Every rank calls it;
+        rank 0 writes."""
         path = Path(path) if path is not None else self.out_dir / "checkpoint.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        state = self.state()
+        if self.rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, path)
         return path
 
     def load(self, path: str | Path) -> None:
         """Restores a checkpoint written by save(). It is read with weights_only=True: a
-        checkpoint file cannot run code."""
+        checkpoint file cannot run code. A run resumed on another number of ranks continues
+        with the random states it has, and is then no longer an exact continuation."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"]:
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        random.setstate((3, tuple(rng["python"]), rng["python_pos"]))
-        _set_numpy_rng_state(rng["numpy"])
+        _set_rng_state(state["rng"][self.rank % len(state["rng"])])
+
+
+class _MetricsLog:
+    """Appends records to out_dir/metrics.jsonl or metrics.csv, and to TensorBoard's event
+    files under out_dir/tensorboard when the tensorboard package is installed."""
+
+    def __init__(self, out_dir: Path, config: TrainConfig):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = out_dir / f"metrics.{config.metrics}"
+        self.writer = None
+        if config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed
+                pass
+            else:
+                self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        if self.path.suffix == ".csv":
+            new = not self.path.exists()
+            with open(self.path, "a", newline="") as out:
+                writer = csv.DictWriter(out, fieldnames=list(record))
+                if new:
+                    writer.writeheader()
+                writer.writerow(record)
+        else:
+            with open(self.path, "a") as out:
+                out.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for name, value in record.items():
+                if name != "step":
+                    self.writer.add_scalar(f"train/{name}", value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
+        "numpy": _numpy_rng_state(),
+    }
+
+
+def _set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    random.setstate((3, tuple(rng["python"]), rng["python_pos"]))
+    _set_numpy_rng_state(rng["numpy"])
 
 
 def _numpy_rng_state() -> dict | None:

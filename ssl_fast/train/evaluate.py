@@ -1,0 +1,136 @@
+"""How good a learned representation or predictor is, each number beside a baseline:
+weighted kNN and linear-probe accuracy of features, reconstruction MSE with a picture,
+masked-token accuracy and perplexity against unigram statistics, and forecast errors
+against the last value and a ridge regression on the lags."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def knn_accuracy(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+    k: int = 20, temperature: float = 0.07,
+) -> float:
+    """Top-1 accuracy of a weighted k-nearest-neighbour vote on cosine similarity: each of
+    the k most similar training samples votes for its label with weight exp(sim / t) (the
+    protocol of instance-discrimination papers and DINO)."""
+    train_n = nn.functional.normalize(train_x.double().flatten(1), dim=1)
+    test_n = nn.functional.normalize(test_x.double().flatten(1), dim=1)
+    sim, idx = (test_n @ train_n.T).topk(min(k, len(train_n)), dim=1)
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    votes = torch.zeros(len(test_n), classes, dtype=torch.float64)
+    votes.scatter_add_(1, train_y[idx], (sim / temperature).exp())
+    return (votes.argmax(1) == test_y).double().mean().item()
+
+
+def linear_probe_accuracy(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor
+) -> float:
+    """Test accuracy of a logistic regression fit on standardised training features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+    probe.fit(train_x.flatten(1).double().numpy(), train_y.numpy())
+    return float(probe.score(test_x.flatten(1).double().numpy(), test_y.numpy()))
+
+
+@torch.no_grad()
+def features(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device,
+             batch_size: int = 1024) -> torch.Tensor:
+    """encode(x), batch by batch on `device`, as float32 [N, F] on the CPU."""
+    return torch.cat([encode(part.to(device)).flatten(1).float().cpu() for part in x.split(batch_size)])
+
+
+def representation_table(
+    encoders: dict[str, Callable | None], x: torch.Tensor, y: torch.Tensor,
+    train: torch.Tensor, test: torch.Tensor, device: torch.device,
+) -> dict[str, dict[str, float]]:
+    """kNN and linear-probe accuracy on the test split for each named encoder (None: the
+    raw inputs). Encoders run under no_grad; put modules in eval mode first."""
+    table = {}
+    for name, encode in encoders.items():
+        feats = x.flatten(1) if encode is None else features(encode, x, device)
+        split = (feats[train], y[train], feats[test], y[test])
+        table[name] = {"knn_top1": knn_accuracy(*split), "linear_probe": linear_probe_accuracy(*split)}
+    return table
+
+
+def format_table(table: dict[str, dict[str, float]]) -> str:
+    """The table as aligned text: one row per entry, one column per metric (blank where a
+    row lacks it)."""
+    metrics = list(dict.fromkeys(m for row in table.values() for m in row))
+    width = max([len(name) for name in table] + [4])
+    lines = [f"{'':<{width}}  " + "  ".join(f"{m:>18}" for m in metrics)]
+    for name, row in table.items():
+        cells = [f"{row[m]:>18.4g}" if m in row else " " * 18 for m in metrics]
+        lines.append(f"{name:<{width}}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def save_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path) -> Path | None:
+    """A PNG grid: the originals [B, 1 or 3, H, W] in [0, 1] on the top row, their
+    reconstructions below, each image scaled up to at least 64 pixels. Needs Pillow;
+    returns None without it."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    rows = torch.stack([originals, reconstructions.reshape(originals.shape)]).clamp(0, 1)
+    two, b, c, h, w = rows.shape
+    zoom = max(1, -(-64 // h))
+    pad = 2
+    grid = torch.ones(c, two * (h * zoom + pad) + pad, b * (w * zoom + pad) + pad)
+    for r in range(two):
+        for i in range(b):
+            tile = rows[r, i].repeat_interleave(zoom, 1).repeat_interleave(zoom, 2)
+            top, left = pad + r * (h * zoom + pad), pad + i * (w * zoom + pad)
+            grid[:, top:top + h * zoom, left:left + w * zoom] = tile
+    pixels = (grid * 255).round().byte().permute(1, 2, 0).squeeze(-1).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def token_metrics(logits: torch.Tensor, labels: torch.Tensor, train_counts: torch.Tensor) -> dict[str, float]:
+    """Masked-token accuracy and perplexity of logits [M, V] for labels [M], beside a
+    unigram model of the training labels (add-one smoothed): its accuracy (always the most
+    frequent token) and its perplexity."""
+    nll = nn.functional.cross_entropy(logits.double(), labels)
+    unigram = (train_counts.double() + 1).log() - (train_counts.double() + 1).sum().log()
+    return {
+        "masked_token_accuracy": (logits.argmax(-1) == labels).double().mean().item(),
+        "perplexity": nll.exp().item(),
+        "unigram_accuracy": (labels == train_counts.argmax()).double().mean().item(),
+        "unigram_perplexity": (-unigram[labels].mean()).exp().item(),
+    }
+
+
+def forecast_metrics(
+    predicted: torch.Tensor, target: torch.Tensor, context: torch.Tensor,
+    train_context: torch.Tensor, train_target: torch.Tensor,
+) -> dict[str, dict[str, float]]:
+    """MSE and MAE of predicted [N, H] against target [N, H], beside two baselines fit on
+    the training windows: the last value of the context repeated, and a ridge regression
+    of the horizon on the context (all in the units of the inputs)."""
+    from sklearn.linear_model import RidgeCV
+
+    ridge = RidgeCV(alphas=(1e-3, 1e-2, 1e-1, 1, 10, 100)).fit(
+        train_context.flatten(1).double().numpy(), train_target.flatten(1).double().numpy()
+    )
+    baselines = {
+        "model": predicted,
+        "last_value": context[:, -1:].expand_as(target),
+        "ridge_on_lags": torch.from_numpy(ridge.predict(context.flatten(1).double().numpy())),
+    }
+    return {
+        name: {"mse": ((p.double() - target.double()) ** 2).mean().item(),
+               "mae": (p.double() - target.double()).abs().mean().item()}
+        for name, p in baselines.items()
+    }

@@ -1,0 +1,79 @@
+"""The evaluation protocols: weighted kNN, linear probe, token and forecast metrics, the table."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ssl_fast.train.evaluate import (
+    forecast_metrics,
+    format_table,
+    knn_accuracy,
+    linear_probe_accuracy,
+    save_reconstructions,
+    token_metrics,
+)
+
+
+def test_knn_matches_a_direct_vote():
+    gen = torch.Generator().manual_seed(0)
+    train_x, test_x = torch.randn(60, 5, generator=gen), torch.randn(25, 5, generator=gen)
+    train_y, test_y = torch.randint(0, 3, (60,), generator=gen), torch.randint(0, 3, (25,), generator=gen)
+    k, t = 7, 0.1
+    correct = 0
+    for x, y in zip(test_x, test_y, strict=True):
+        sims = torch.nn.functional.cosine_similarity(x[None].double(), train_x.double())
+        votes = [0.0] * 3
+        for i in sims.argsort(descending=True)[:k].tolist():
+            votes[train_y[i]] += math.exp(sims[i].item() / t)
+        correct += max(range(3), key=votes.__getitem__) == y.item()
+    assert knn_accuracy(train_x, train_y, test_x, test_y, k=k, temperature=t) == pytest.approx(correct / 25)
+
+
+def test_separable_classes_are_found():
+    pytest.importorskip("sklearn")
+    gen = torch.Generator().manual_seed(1)
+    centres = torch.eye(4) * 10
+    y = torch.arange(4).repeat(30)
+    x = centres[y] + torch.randn(120, 4, generator=gen)
+    assert knn_accuracy(x[:80], y[:80], x[80:], y[80:]) == 1.0
+    assert linear_probe_accuracy(x[:80], y[:80], x[80:], y[80:]) == 1.0
+
+
+def test_token_metrics():
+    vocab = 10
+    labels = torch.tensor([1, 2, 2, 3])
+    counts = torch.tensor([0, 5, 9, 3, 0, 0, 0, 0, 0, 0])
+    m = token_metrics(torch.zeros(4, vocab), labels, counts)  # uniform logits
+    assert m["perplexity"] == pytest.approx(vocab)
+    assert m["unigram_accuracy"] == 0.5  # always token 2
+    probs = (counts + 1) / (counts + 1).sum()
+    assert m["unigram_perplexity"] == pytest.approx(math.exp(-probs[labels].log().mean().item()))
+
+
+def test_forecast_metrics():
+    pytest.importorskip("sklearn")
+    gen = torch.Generator().manual_seed(2)
+    context = torch.randn(50, 8, generator=gen)
+    target = context[:, -1:].repeat(1, 3)  # the last value continues: both baselines are exact
+    table = forecast_metrics(target + 1, target, context, context, target)
+    assert table["model"] == {"mse": pytest.approx(1.0), "mae": pytest.approx(1.0)}
+    assert table["last_value"]["mae"] == 0.0
+    assert table["ridge_on_lags"]["mae"] < 0.05
+
+
+def test_reconstruction_grid(tmp_path):
+    pil = pytest.importorskip("PIL.Image")
+    images = torch.rand(5, 1, 8, 8)
+    path = save_reconstructions(images, images.flatten(1), tmp_path / "grid.png")
+    with pil.open(path) as grid:
+        assert grid.size == (2 + 5 * (64 + 2), 2 + 2 * (64 + 2))
+
+
+def test_table_leaves_missing_metrics_blank():
+    text = format_table({"model": {"a": 1.0, "b": 0.5}, "baseline": {"b": 0.25}})
+    header, model, baseline = text.splitlines()
+    assert header.split() == ["a", "b"] and model.split() == ["model", "1", "0.5"]
+    assert baseline.split() == ["baseline", "0.25"] and baseline.index("0.25") > model.index("1")
