@@ -62,6 +62,9 @@ def test_simclr_loss_is_nt_xent_of_the_projections():
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
     assert model.encode(v0).shape == (10, 32)
+    model.zero_grad()
+    first, last = _trains(model, lambda: model.loss(v0, v1))  # the positives become the nearest
+    assert last < 0.5 * first
 
 
 def test_masked_language_model_loss_equals_full_cross_entropy():
@@ -76,6 +79,9 @@ def test_masked_language_model_loss_equals_full_cross_entropy():
     torch.testing.assert_close(loss, full)
     loss.backward()
     assert model.tokens.weight.grad is not None  # the tied head's gradient reaches the embedding
+    model.zero_grad()
+    first, last = _trains(model, lambda: model.loss(ids, labels, attention))
+    assert last < 0.5 * first
     with pytest.raises(ValueError, match="exceed max_length 16"):
         model(torch.zeros(1, 17, dtype=torch.long))
 
