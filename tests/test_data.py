@@ -72,6 +72,39 @@ def test_npy_and_npz(tmp_path, layout):
     assert labels_z.tolist() == [0, 1, 2, 3, 4]
 
 
+def _fake_torchvision(monkeypatch, mnist_class) -> None:
+    """torchvision.datasets.MNIST replaced (torchvision has no build for the CPU torch here)."""
+    import sys
+    import types
+
+    torchvision, datasets = types.ModuleType("torchvision"), types.ModuleType("torchvision.datasets")
+    datasets.MNIST, torchvision.datasets = mnist_class, datasets
+    monkeypatch.setitem(sys.modules, "torchvision", torchvision)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", datasets)
+
+
+def test_mnist_through_torchvision(monkeypatch, tmp_path):
+    class MNIST:
+        def __init__(self, root, train, download):
+            assert root == str(tmp_path) and train and download
+            self.data = torch.full((3, 28, 28), 255, dtype=torch.uint8)
+            self.targets = torch.tensor([7, 1, 4])
+
+    _fake_torchvision(monkeypatch, MNIST)
+    images, labels = load_images("mnist", root=tmp_path)
+    assert images.shape == (3, 1, 28, 28) and images.max() == 1.0 and labels.tolist() == [7, 1, 4]
+
+
+def test_mnist_without_files_or_network(monkeypatch, tmp_path):
+    class MNIST:
+        def __init__(self, root, train, download):
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    _fake_torchvision(monkeypatch, MNIST)
+    with pytest.raises(FileNotFoundError, match=f"not under {tmp_path} and could not be downloaded"):
+        load_images("mnist", root=tmp_path)
+
+
 def test_image_errors(tmp_path):
     with pytest.raises(ValueError, match="'digits', 'mnist' or a .npy/.npz path"):
         load_images(tmp_path / "x.png")

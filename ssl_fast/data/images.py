@@ -45,7 +45,7 @@ def _mnist(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         data = MNIST(str(root), train=True, download=True)
     except Exception as exc:  # no network and no files: say where they were looked for
-        raise RuntimeError(
+        raise FileNotFoundError(
             f"load_images('mnist'): the MNIST files are not under {root} and could not be downloaded "
             f"({exc}); place them there or use 'digits'"
         ) from None
