@@ -90,6 +90,13 @@ def measure(benchmark: BenchmarkFixture, request: pytest.FixtureRequest) -> Call
     return partial(request.config.stash[_SESSION].measure, benchmark)
 
 
+@pytest.fixture
+def measure_batch(benchmark: BenchmarkFixture, request: pytest.FixtureRequest) -> Callable[[Case], None]:
+    """measure_batch(case): the largest batch of a training step under the case's memory
+    budget, its memory and time per sample, the rows recorded."""
+    return partial(request.config.stash[_SESSION].measure_batch, benchmark)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     bench = session.config.stash[_SESSION]
     if bench.recorder.rows:

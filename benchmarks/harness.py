@@ -26,7 +26,7 @@ import re
 import statistics
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 Shape = tuple[int, ...]
 
 MODES = ("forward", "backward", "full")
-MEMORY_MODES = ("forward", "full")  # backward's peak mostly depends on what the forward saved
+MEMORY_MODES = ("forward", "full", "step")  # backward's peak mostly depends on what the forward saved
 REFERENCE, FUSED = "torch", "ssl_fast"  # the speed-up column is REFERENCE / FUSED
 SEED = 0
 MIB = 1 << 20
@@ -79,7 +79,10 @@ class OpBench:
     max_rounds: caps the timed rounds, for ops whose rounds take seconds.
     skip(case): why a case cannot run (e.g. memory a provider would need), else None.
     make_inputs(shape, dtype, device): the provider's inputs instead of randn tensors,
-      for ops that take ids or masks (called after seeding torch's generator).
+      for ops that take ids or masks, or a model and its batch (called after seeding
+      torch's generator).
+    count_inputs: the peak memory includes what the inputs hold (tensors, and the
+      parameters, gradients and buffers of modules), for steps whose batch must fit a budget.
     """
 
     name: str
@@ -91,7 +94,8 @@ class OpBench:
     modes: Sequence[str] = MODES
     max_rounds: int | None = None
     skip: Callable[[Case], str | None] | None = None
-    make_inputs: Callable[[Shape, torch.dtype, torch.device], list[torch.Tensor]] | None = None
+    make_inputs: Callable[[Shape, torch.dtype, torch.device], list] | None = None
+    count_inputs: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,13 +212,15 @@ class Step:
 
     setup: Callable[[], tuple[tuple, dict]]
     run: Callable[..., object]
+    inputs: list = field(default_factory=list)
 
 
 def make_step(case: Case) -> Step:
     """Seeded inputs (randn, never zeros, or the op's make_inputs) and the round of the case's
     mode. Gradients are set to None in every setup so that each round allocates them as a
     training step does; on CUDA both setup and run end in a synchronisation, so a round
-    times its own work."""
+    times its own work. In the "step" mode the provider runs a whole training step on
+    its inputs, its backward included."""
     bench = find_bench(case)
     fn = _resolve(bench.providers[case.provider])
     device = torch.device(case.device)
@@ -257,10 +263,15 @@ def make_step(case: Case) -> Step:
         fn(*inputs).backward()
         sync()
 
+    def step() -> None:
+        fn(*inputs)
+        sync()
+
     return {
-        "forward": Step(lambda: ((), {}), forward),
-        "backward": Step(graph, backward),
-        "full": Step(clear_grads, full),
+        "forward": Step(lambda: ((), {}), forward, inputs),
+        "backward": Step(graph, backward, inputs),
+        "full": Step(clear_grads, full, inputs),
+        "step": Step(lambda: ((), {}), step, inputs),
     }[case.mode]
 
 
@@ -311,9 +322,23 @@ def _fix_mmap_threshold() -> None:
         mallopt(_M_MMAP_THRESHOLD, 128 << 10)
 
 
+def held_bytes(inputs: Sequence) -> int:
+    """Bytes held by the tensors among `inputs` and by the parameters, gradients and
+    buffers of the modules among them."""
+    tensors: list[torch.Tensor] = []
+    for item in inputs:
+        if isinstance(item, torch.nn.Module):
+            tensors += [*item.parameters(), *item.buffers()]
+            tensors += [p.grad for p in item.parameters() if p.grad is not None]
+        elif isinstance(item, torch.Tensor):
+            tensors.append(item)
+    return sum(t.untyped_storage().nbytes() for t in tensors)
+
+
 def peak_extra_bytes(case: Case) -> int:
     """Peak memory of one round above what is held before it: inputs built, one round
-    run to warm up and its results dropped (the round's setup sets gradients to None)."""
+    run to warm up and its results dropped (the round's setup sets gradients to None).
+    With OpBench.count_inputs, what the inputs hold is added."""
     if case.device == "cpu":
         _fix_mmap_threshold()
     step = make_step(case)
@@ -324,10 +349,11 @@ def peak_extra_bytes(case: Case) -> int:
     # Buffers an allocator keeps for reuse count in the peak, as on CUDA, where
     # max_memory_allocated counts what is allocated, not what is reserved.
     ssl_fast.empty_cache()
+    held = held_bytes(step.inputs) if find_bench(case).count_inputs else 0
     baseline, peak = _PROBES[case.device]
     before = baseline()
     step.run(*args, **kwargs)
-    return peak() - before
+    return peak() - before + held
 
 
 @functools.cache
@@ -351,6 +377,62 @@ def peak_extra_mb(case: Case) -> float:
     preload = (__name__, case.module, *(spec.partition(":")[0] for spec in providers))
     with _fork_server(tuple(dict.fromkeys(preload))).Pool(1, maxtasksperchild=1) as pool:
         return pool.apply(peak_extra_bytes, (case,)) / MIB
+
+
+# ---------------------------------------------------------------- largest batch
+
+
+def largest_batch(
+    peak: Callable[[int], float | None], budget: float, start: int = 1, resolution: float = 0.05
+) -> tuple[int, float]:
+    """The largest batch b with peak(b) <= budget, for a peak that grows with b (None: the
+    device ran out of memory). Doubles b from `start` until it no longer fits, then bisects
+    until the bounds are within `resolution` of the lower one. Returns the batch and its
+    peak; (0, 0.0) when not even a batch of 1 fits."""
+    found, found_peak, above = 0, 0.0, start
+    while (value := peak(above)) is not None and value <= budget:
+        found, found_peak, above = above, value, 2 * above
+    while above - found > max(1, resolution * found):
+        middle = (found + above) // 2
+        if (value := peak(middle)) is not None and value <= budget:
+            found, found_peak = middle, value
+        else:
+            above = middle
+    return found, found_peak
+
+
+def step_peak_bytes(case: Case) -> float | None:
+    """peak_extra_mb of the case, in bytes; None when CUDA ran out of memory."""
+    try:
+        return peak_extra_mb(case) * MIB
+    except torch.cuda.OutOfMemoryError:
+        pass
+    gc.collect()  # outside the handler, once the exception no longer holds the round's frames
+    torch.cuda.empty_cache()
+    return None
+
+
+# The budget of a batch search whose case shape is (CARD,): the CUDA card's free memory.
+CARD = 0
+
+
+@functools.cache
+def memory_budget(device: str, shape: Shape) -> int:
+    """The budget of a batch search in bytes: the case's shape, (bytes,), or with (CARD,)
+    on CUDA, the card's free memory when first asked, so that every provider gets the same."""
+    if shape == (CARD,) and device == "cuda":
+        torch.cuda.empty_cache()
+        return torch.cuda.mem_get_info()[0]
+    return shape[0]
+
+
+@functools.cache
+def largest_batch_of(case: Case, budget: int) -> tuple[int, float]:
+    """largest_batch of a "step" case, each probe the case with shape (batch,) in its own
+    process; cached, since every provider is timed at the batch of the op's first one. The
+    doubling starts at 64, a small batch for contrastive learning: smaller probes would cost
+    a process each and say nothing."""
+    return largest_batch(lambda batch: step_peak_bytes(replace(case, shape=(batch,))), budget, start=64)
 
 
 # ---------------------------------------------------------------- CUDA bandwidth
@@ -444,6 +526,12 @@ class Recorder:
         )
 
 
+def _skip_if_declared(bench: OpBench, case: Case) -> None:
+    reason = bench.skip(case) if bench.skip is not None else None
+    if reason:
+        pytest.skip(reason)
+
+
 @dataclass
 class BenchSession:
     """The state of one pytest session: settings, recorder, CUDA copy bandwidth."""
@@ -454,12 +542,46 @@ class BenchSession:
 
     def measure(self, benchmark: BenchmarkFixture, case: Case) -> None:
         """Times `case` with pytest-benchmark, then records its metrics."""
+        metrics = self._time(benchmark, case)
+        if metrics is None:
+            return
+        if self.settings.memory and case.mode in MEMORY_MODES:
+            metrics["peak_extra_mb"] = peak_extra_mb(case)
+        metrics.update(self._bandwidth(case, metrics["time_ms_median"]))
+        benchmark.extra_info.update(metrics)
+        for metric, value in metrics.items():
+            self.recorder.add(case, metric, value)
+
+    def measure_batch(self, benchmark: BenchmarkFixture, case: Case) -> None:
+        """For a training step (mode "step", OpBench.count_inputs) whose case shape is a memory
+        budget, (bytes,) or (CARD,): the largest batch that fits, its memory per sample, and
+        the time per sample of a step at the largest batch of the op's first provider, a
+        batch that every provider can run. Records the metrics under `case`."""
         bench = find_bench(case)
-        reason = bench.skip(case) if bench.skip is not None else None
-        if reason:
-            pytest.skip(reason)
+        _skip_if_declared(bench, case)
+        if not self.settings.memory:
+            pytest.skip(f"{case.op} searches batches by their peak memory: run it without --no-memory")
+        budget = memory_budget(case.device, case.shape)
+        batch, peak = largest_batch_of(case, budget)
+        common, _ = largest_batch_of(replace(case, provider=next(iter(bench.providers))), budget)
+        if not batch or not common:
+            pytest.skip(f"{case.op}: not even a batch of 1 fits in {budget / MIB:.0f} MiB")
+        metrics = self._time(benchmark, replace(case, shape=(common,)))
+        if metrics is None:
+            return
+        metrics.update(budget_mb=budget / MIB, max_batch=batch, peak_mb=peak / MIB,
+                       kib_per_sample=peak / batch / 1024, time_batch=common,
+                       ms_per_sample=metrics["time_ms_median"] / common)
+        benchmark.extra_info.update(metrics)
+        for metric, value in metrics.items():
+            self.recorder.add(case, metric, value)
+
+    def _time(self, benchmark: BenchmarkFixture, case: Case) -> dict[str, float] | None:
+        """Times `case` with pytest-benchmark: its time metrics, None under --benchmark-disable."""
+        bench = find_bench(case)
+        _skip_if_declared(bench, case)
         rounds = min(self.settings.rounds, bench.max_rounds or self.settings.rounds)
-        step = make_step(case)
+        step = make_step(case)  # freed on return, before any memory measurement
         benchmark.group = case.group
         benchmark.extra_info.update(asdict(case))
         benchmark.pedantic(
@@ -467,15 +589,8 @@ class BenchSession:
             warmup_rounds=min(self.settings.warmup_rounds, max(1, rounds // 2)), iterations=1,
         )
         if benchmark.disabled:  # --benchmark-disable: ran once, nothing to record
-            return
-        del step  # free the inputs before the memory measurement
-        metrics = time_metrics(benchmark.stats.stats.data)
-        if self.settings.memory and case.mode in MEMORY_MODES:
-            metrics["peak_extra_mb"] = peak_extra_mb(case)
-        metrics.update(self._bandwidth(case, metrics["time_ms_median"]))
-        benchmark.extra_info.update(metrics)
-        for metric, value in metrics.items():
-            self.recorder.add(case, metric, value)
+            return None
+        return time_metrics(benchmark.stats.stats.data)
 
     def _bandwidth(self, case: Case, median_ms: float) -> dict[str, float]:
         bytes_moved = find_bench(case).bytes_moved
@@ -533,6 +648,44 @@ def markdown_table(rows: Sequence[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def batch_table(rows: Sequence[dict[str, str]]) -> str:
+    """One line per (op, budget, dtype) of "step" rows (BenchSession.measure_batch): the
+    largest batch per provider and against the first provider's, KiB per sample at that
+    batch, and ms per sample of a step at the first provider's largest batch."""
+    values: dict[tuple, dict[tuple[str, str], float]] = {}
+    providers: dict[str, None] = {}
+    for row in rows:
+        key = (row["op"], row["shape"], row["dtype"])
+        values.setdefault(key, {})[(row["provider"], row["metric"])] = float(row["value"])
+        providers[row["provider"]] = None
+    first = next(iter(providers))
+
+    def each(metric: str, fmt: Callable[[float], str], name: str) -> list[tuple[str, Callable[[dict], str]]]:
+        return [(f"{p} {name}", lambda c, p=p: _cell(c.get((p, metric)), fmt)) for p in providers]
+
+    def shared(metric: str) -> Callable[[dict], str]:  # the same for every provider
+        return lambda c: _cell(next((v for (_, m), v in c.items() if m == metric), None), "{:.0f}".format)
+
+    columns: list[tuple[str, Callable[[dict], str]]] = [
+        ("budget MiB", shared("budget_mb")),
+        *each("max_batch", "{:.0f}".format, "batch"),
+        *[(f"{p} / {first}", lambda c, p=p: _ratio(c.get((p, "max_batch")), c.get((first, "max_batch"))))
+          for p in providers if p != first],
+        *each("kib_per_sample", "{:.1f}".format, "KiB/sample"),
+        ("timed batch", shared("time_batch")),
+        *each("ms_per_sample", _sig3, "ms/sample"),
+    ]
+    names = ["op", "dtype"] + [name for name, _ in columns]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * 2 + "---:|" * len(columns)]
+    for (op, _, dtype), cells in values.items():
+        lines.append("| " + " | ".join([op, dtype, *(render(cells) for _, render in columns)]) + " |")
+    return "\n".join(lines)
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return "-" if value is None or not base else f"{value / base:.1f}x"
+
+
 def _cell(value: float | None, fmt: Callable[[float], str]) -> str:
     return "-" if value is None else fmt(value)
 
@@ -543,8 +696,13 @@ def _speedup(cells: dict[tuple[str, str], float]) -> str:
 
 
 def write_table(session: BenchSession) -> None:
-    """Writes the session's table, under a line that says where and how it was measured."""
-    text = f"{session.recorder.header()}\n\n{markdown_table(session.recorder.rows)}\n"
+    """Writes the session's tables (the batch searches apart), under a line that says where
+    and how they were measured."""
+    rows = session.recorder.rows
+    steps = [row for row in rows if row["mode"] == "step"]
+    others = [row for row in rows if row["mode"] != "step"]
+    tables = ([markdown_table(others)] if others else []) + ([batch_table(steps)] if steps else [])
+    text = f"{session.recorder.header()}\n\n" + "\n\n".join(tables) + "\n"
     if session.copy_gbps is not None:
         text += f"\nDevice-to-device copy: {session.copy_gbps:.0f} GB/s (read + write).\n"
     session.settings.table_path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ BENCH_OPS = {
     "nt_xent": ("bench_contrastive.py", "nt_xent"),
     "mask_tokens": ("bench_masking.py", "mask_tokens"),  # both variants (with and without a special mask)
     "random_masking": ("bench_masking.py", "random_masking"),
+    "simclr_batch": ("bench_batch.py", "simclr_batch"),  # largest batch in a memory budget, chunked or not
 }
 
 
