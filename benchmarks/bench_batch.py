@@ -38,8 +38,8 @@ def _block(inputs: int, outputs: int, stride: int = 1) -> list[nn.Module]:
 
 def simclr_batch(shape: Shape, dtype: torch.dtype, device: torch.device) -> list:
     """A SimCLR model whose activations dominate its memory, as in real training, and two
-    views of a batch of shape[0] images. No batch norm in the head: a chunk of one image
-    must pass it."""
+    views of a batch of shape[0] images. No batch norm in the head, so that both steps
+    compute the same gradients."""
     backbone = nn.Sequential(*_block(1, 16), *_block(16, 32), *_block(32, 64, stride=2),
                              nn.AdaptiveAvgPool2d(1))
     model = SimCLR(backbone, 64, hidden_dim=256, out_dim=128, head_norm=False).to(device, dtype)

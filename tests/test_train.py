@@ -110,9 +110,17 @@ def test_chunked_step_equals_the_full_batch_step():
     full = model.loss(v0, v1)
     full.backward()
     expected = _grads(model)
-    loss = model.backward_chunked(v0, v1, chunk_size=6)  # 6, 6, 6, 2
+    loss = model.backward_chunked(v0, v1, chunk_size=6)  # balanced: four chunks of 5
     torch.testing.assert_close(loss, full.detach())
     torch.testing.assert_close(_grads(model), expected)
+
+
+def test_no_chunk_of_one_image():
+    from ssl_fast.models import SimCLR
+
+    model = SimCLR(torch.nn.Linear(12, 16), 16, hidden_dim=16, out_dim=8)  # batch norm in the head
+    v0, v1 = torch.randn(9, 12), torch.randn(9, 12)
+    assert torch.isfinite(model.backward_chunked(v0, v1, chunk_size=8))  # 5 + 4, not 8 + 1
 
 
 def test_chunked_step_replays_dropout():
@@ -121,7 +129,7 @@ def test_chunked_step_replays_dropout():
     model = _simclr(dropout=0.5)
     v0, v1 = torch.randn(20, 12), torch.randn(20, 12)
     torch.manual_seed(1)  # the reference draws dropout masks chunk by chunk, in the same order
-    z0, z1 = (torch.cat([model(c) for c in v.split(7)]) for v in (v0, v1))
+    z0, z1 = (torch.cat([model(c) for c in v.tensor_split(3)]) for v in (v0, v1))
     nt_xent(z0, z1, 0.3).backward()
     expected = _grads(model)
     after = torch.get_rng_state()

@@ -39,7 +39,10 @@ def chunked_backward(
     loss, detached."""
     if chunk_size < 1:
         raise ValueError(f"chunked_backward: chunk_size must be >= 1, got {chunk_size}")
-    chunks = [view.split(chunk_size) for view in views]
+    # Balanced chunks of at most chunk_size: 65 images in chunks of 64 run as 33 + 32, not as
+    # 64 + 1 (a lone image costs a whole pass and fails in a training-mode batch norm).
+    count = -(-len(views[0]) // chunk_size)
+    chunks = [view.tensor_split(count) for view in views]
     states: list[list[tuple]] = []
     embeddings = []
     with torch.no_grad():
@@ -54,7 +57,7 @@ def chunked_backward(
     grads = torch.autograd.grad(loss, embeddings)
     after = _rng_states(views[0].device)
     for view_chunks, view_states, grad in zip(chunks, states, grads, strict=True):
-        for chunk, state, chunk_grad in zip(view_chunks, view_states, grad.split(chunk_size), strict=True):
+        for chunk, state, chunk_grad in zip(view_chunks, view_states, grad.tensor_split(count), strict=True):
             _set_rng_states(state, chunk.device)
             encode(chunk).backward(chunk_grad)
     _set_rng_states(after, views[0].device)  # as if each chunk had been drawn once
