@@ -74,6 +74,8 @@ class OpBench:
     default_cases: device type -> ((shape, dtype name), ...) run when no option says otherwise.
     bytes_moved(mode, shape, element_size): the bytes the fused kernel must move on CUDA,
       for the achieved-bandwidth columns; None where the op is not bandwidth-bound.
+    flops(mode, shape): the useful floating-point operations of the op on CUDA, for the
+      achieved-rate columns (against a bf16 matmul); None where the op is not compute-bound.
     n_inputs: seeded randn tensors of the case shape passed to the provider;
       the first n_grad_inputs of them require grad in the backward and full modes.
     max_rounds: caps the timed rounds, for ops whose rounds take seconds.
@@ -96,6 +98,7 @@ class OpBench:
     skip: Callable[[Case], str | None] | None = None
     make_inputs: Callable[[Shape, torch.dtype, torch.device], list] | None = None
     count_inputs: bool = False
+    flops: Callable[[str, Shape], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -438,22 +441,38 @@ def largest_batch_of(case: Case, budget: int) -> tuple[int, float]:
 # ---------------------------------------------------------------- CUDA bandwidth
 
 
-def copy_bandwidth_gbps(nbytes: int = 1 << 30, rounds: int = 20) -> float:
-    """Device-to-device copy_ of an nbytes tensor (read + write), median over rounds,
-    timed with CUDA events: the ceiling that the fused kernels' bandwidth is compared to."""
-    src = torch.randn(nbytes // 4, device="cuda")
-    dst = torch.empty_like(src)
+def _cuda_median_ms(fn: Callable[[], object], rounds: int) -> float:
+    """Median time of fn() over rounds after 3 warm-up calls, timed with CUDA events."""
     for _ in range(3):
-        dst.copy_(src)
+        fn()
     times_ms = []
     for _ in range(rounds):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        dst.copy_(src)
+        fn()
         end.record()
         end.synchronize()
         times_ms.append(start.elapsed_time(end))
-    return 2 * nbytes / (statistics.median(times_ms) * 1e-3) / 1e9
+    return statistics.median(times_ms)
+
+
+def copy_bandwidth_gbps(nbytes: int = 1 << 30, rounds: int = 20) -> float:
+    """Device-to-device copy_ of an nbytes tensor (read + write): the ceiling that the
+    fused kernels' bandwidth is compared to."""
+    src = torch.randn(nbytes // 4, device="cuda")
+    dst = torch.empty_like(src)
+    return 2 * nbytes / (_cuda_median_ms(lambda: dst.copy_(src), rounds) * 1e-3) / 1e9
+
+
+MATMUL_SIZE = 8192
+
+
+def matmul_tflops(n: int = MATMUL_SIZE, rounds: int = 10) -> float:
+    """torch.mm of two n x n bf16 matrices (fp32 accumulation): the ceiling that the
+    compute-bound kernels' rate is compared to."""
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    out = torch.empty_like(a)
+    return 2 * n**3 / (_cuda_median_ms(lambda: torch.mm(a, b, out=out), rounds) * 1e-3) / 1e12
 
 
 # ---------------------------------------------------------------- recording
@@ -534,11 +553,12 @@ def _skip_if_declared(bench: OpBench, case: Case) -> None:
 
 @dataclass
 class BenchSession:
-    """The state of one pytest session: settings, recorder, CUDA copy bandwidth."""
+    """The state of one pytest session: settings, recorder, CUDA copy bandwidth and matmul rate."""
 
     settings: Settings
     recorder: Recorder
     copy_gbps: float | None = None
+    matmul_tflops: float | None = None
 
     def measure(self, benchmark: BenchmarkFixture, case: Case) -> None:
         """Times `case` with pytest-benchmark, then records its metrics."""
@@ -548,6 +568,7 @@ class BenchSession:
         if self.settings.memory and case.mode in MEMORY_MODES:
             metrics["peak_extra_mb"] = peak_extra_mb(case)
         metrics.update(self._bandwidth(case, metrics["time_ms_median"]))
+        metrics.update(self._compute_rate(case, metrics["time_ms_median"]))
         benchmark.extra_info.update(metrics)
         for metric, value in metrics.items():
             self.recorder.add(case, metric, value)
@@ -604,6 +625,17 @@ class BenchSession:
         gbps = nbytes / (median_ms * 1e-3) / 1e9
         return {"gbps": gbps, "copy_fraction": gbps / self.copy_gbps}
 
+    def _compute_rate(self, case: Case, median_ms: float) -> dict[str, float]:
+        flops = find_bench(case).flops
+        if case.device != "cuda" or case.provider != FUSED or flops is None:
+            return {}
+        if self.matmul_tflops is None:
+            self.matmul_tflops = matmul_tflops()
+            mm = Case("matmul", "torch", "mm", (MATMUL_SIZE,) * 3, "bfloat16", "cuda", case.module)
+            self.recorder.add(mm, "tflops", self.matmul_tflops)
+        tflops = flops(case.mode, case.shape) / (median_ms * 1e-3) / 1e12
+        return {"tflops": tflops, "matmul_fraction": tflops / self.matmul_tflops}
+
 
 # ---------------------------------------------------------------- table
 
@@ -616,11 +648,12 @@ def _sig3(value: float) -> str:
 
 def markdown_table(rows: Sequence[dict[str, str]]) -> str:
     """One line per (op, shape, dtype, mode): median ms per provider, torch/ssl_fast,
-    peak extra MiB per provider, and on CUDA ssl_fast's GB/s and fraction of copy."""
+    peak extra MiB per provider, and on CUDA ssl_fast's GB/s and fraction of copy, or its
+    useful TFLOP/s and fraction of the bf16 matmul rate."""
     values: dict[tuple, dict[tuple[str, str], float]] = {}
     providers: dict[str, None] = {}
     for row in rows:
-        if row["op"] == "copy":
+        if row["op"] in ("copy", "matmul"):  # the ceilings, printed under the table
             continue
         key = (row["op"], row["shape"], row["dtype"], row["mode"])
         values.setdefault(key, {})[(row["provider"], row["metric"])] = float(row["value"])
@@ -640,6 +673,9 @@ def markdown_table(rows: Sequence[dict[str, str]]) -> str:
     if "gbps" in metrics_seen:
         columns.append((f"{FUSED} GB/s", lambda c: _cell(c.get((FUSED, "gbps")), "{:.0f}".format)))
         columns.append(("of copy", lambda c: _cell(c.get((FUSED, "copy_fraction")), "{:.0%}".format)))
+    if "tflops" in metrics_seen:
+        columns.append((f"{FUSED} TFLOP/s", lambda c: _cell(c.get((FUSED, "tflops")), _sig3)))
+        columns.append(("of matmul", lambda c: _cell(c.get((FUSED, "matmul_fraction")), "{:.0%}".format)))
 
     names = ["op", "shape", "dtype", "mode"] + [name for name, _ in columns]
     lines = ["| " + " | ".join(names) + " |", "|" + "---|" * 4 + "---:|" * len(columns)]
@@ -705,5 +741,8 @@ def write_table(session: BenchSession) -> None:
     text = f"{session.recorder.header()}\n\n" + "\n\n".join(tables) + "\n"
     if session.copy_gbps is not None:
         text += f"\nDevice-to-device copy: {session.copy_gbps:.0f} GB/s (read + write).\n"
+    if session.matmul_tflops is not None:
+        n = MATMUL_SIZE
+        text += f"\nbf16 matmul {n}x{n}x{n} (torch.mm): {session.matmul_tflops:.0f} TFLOP/s.\n"
     session.settings.table_path.parent.mkdir(parents=True, exist_ok=True)
     session.settings.table_path.write_text(text)

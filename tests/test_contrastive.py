@@ -425,26 +425,55 @@ def test_matches_lightly(bank, gen):
 
 
 # ----------------------------------------------------------------- CUDA kernels
-# Skipped without a GPU; `pytest tests -k cuda` selects them. SSL_FAST_BACKEND=ext makes a
-# missing CUDA kernel an error instead of a fallback to the reference. STRIPS forces the
-# kernels' strip height (rows of logits per GEMM) down to 7 rows, so that these small
-# sizes span several strips; None keeps the default (one strip at these sizes).
+# Skipped without a GPU; `pytest tests -k cuda` selects them. Every test that takes the
+# cuda_kernel fixture runs once per CUDA implementation (SSL_FAST_CONTRASTIVE_KERNEL):
+# "tiled" (stage 1, cuBLAS strips) and "fused" (tensor-core tiles, which serve 16-bit
+# inputs, and fp32 ones only while TF32 is allowed: other calls fall back to stage 1).
+# SSL_FAST_BACKEND=ext makes a missing CUDA kernel an error instead of a fallback to the
+# reference. STRIPS forces stage 1's strip height (rows of logits per GEMM) down to 7
+# rows, so that these small sizes span several strips; None keeps the default (one strip
+# at these sizes).
 
 CUDA_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 STRIPS = [None, 7]
+KERNELS = ["tiled", "fused"]
 
 
-@pytest.fixture
-def cuda_kernel(monkeypatch):
-    monkeypatch.setenv("SSL_FAST_BACKEND", "ext")
+class CudaKernel:
+    """The CUDA implementation under test; calling it sets stage 1's strip height (None:
+    the default; a string: passed as is, for the error tests)."""
 
-    def strip_rows(rows: int | str | None) -> None:
+    def __init__(self, name: str, monkeypatch: pytest.MonkeyPatch):
+        self.name = name
+        self._monkeypatch = monkeypatch
+        monkeypatch.setenv("SSL_FAST_BACKEND", "ext")
+        monkeypatch.setenv("SSL_FAST_CONTRASTIVE_KERNEL", name)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """An input dtype this implementation serves itself (fp32 would fall back to stage 1
+        in the fused one)."""
+        return torch.bfloat16 if self.name == "fused" else torch.float32
+
+    def __call__(self, rows: int | str | None) -> None:
         if rows is None:
-            monkeypatch.delenv("SSL_FAST_CONTRASTIVE_STRIP_ROWS", raising=False)
+            self._monkeypatch.delenv("SSL_FAST_CONTRASTIVE_STRIP_ROWS", raising=False)
         else:
-            monkeypatch.setenv("SSL_FAST_CONTRASTIVE_STRIP_ROWS", str(rows))
+            self._monkeypatch.setenv("SSL_FAST_CONTRASTIVE_STRIP_ROWS", str(rows))
 
-    return strip_rows
+    def use(self, name: str) -> None:
+        """Switches the implementation, for tests that compare them."""
+        self._monkeypatch.setenv("SSL_FAST_CONTRASTIVE_KERNEL", name)
+
+
+@pytest.fixture(params=KERNELS)
+def cuda_kernel(request, monkeypatch) -> CudaKernel:
+    return CudaKernel(request.param, monkeypatch)
+
+
+# Pins a test to one implementation: @only("fused").
+def only(name: str):
+    return pytest.mark.parametrize("cuda_kernel", [name], indirect=True)
 
 
 def cuda_randn(*shape: int, gen, dtype=torch.float32, requires_grad=True) -> torch.Tensor:
@@ -537,33 +566,37 @@ CUDA_CPU_CASES = {
 }
 
 
+def _cpu_case_inputs(case: str, dtype: torch.dtype, gen, dim: int = 9):
+    """(q, k, exclude, col_lse) of a CUDA_CPU_CASES case, on the CPU."""
+    m, n, excl, col = CUDA_CPU_CASES[case]
+    q = randn(m, dim, gen=gen, dtype=dtype)
+    k = None if n is None else randn(n, dim, gen=gen, dtype=dtype)
+    exclude = {None: None, "random": torch.randint(-1, n or 1, (m,), generator=gen),
+               "zeros": torch.zeros(m, dtype=torch.long)}[excl]
+    return q, k, exclude, col
+
+
+def _op_outputs(inputs, scale: torch.Tensor, device: str) -> list[torch.Tensor]:
+    """The op's outputs and its backward's (seeded incoming gradients), moved to the CPU."""
+    q, k, exclude, col = (t.to(device) if isinstance(t, torch.Tensor) else t for t in inputs)
+    outs = ops.contrastive_lse(q, k, scale, exclude, col)
+    g = torch.Generator().manual_seed(5)
+    grads = [torch.randn(o.shape, generator=g, dtype=o.dtype).to(device) if o.numel() else None for o in outs]
+    mask = [True, k is not None, True]
+    back = ops.contrastive_lse_backward(*grads, q, k, *outs, scale, exclude, mask)
+    return [t.cpu() for t in (*outs, *back)]
+
+
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("case", CUDA_CPU_CASES, ids=str)
 def test_cuda_matches_cpu_kernel(case, dtype, gen, cuda_kernel):
     cuda_kernel(7)
-    m, n, excl, col = CUDA_CPU_CASES[case]
-    q = randn(m, 9, gen=gen, dtype=dtype)
-    k = None if n is None else randn(n, 9, gen=gen, dtype=dtype)
-    exclude = {None: None, "random": torch.randint(-1, n or 1, (m,), generator=gen),
-               "zeros": torch.zeros(m, dtype=torch.long)}[excl]
+    inputs = _cpu_case_inputs(case, dtype, gen)
     scale = torch.tensor(5.0, dtype=torch.float64)
-
-    def run(device):
-        def to(t):
-            return None if t is None else t.to(device)
-
-        outs = ops.contrastive_lse(to(q), to(k), scale, to(exclude), col)
-        g = torch.Generator().manual_seed(5)
-        grads = [torch.randn(o.shape, generator=g, dtype=o.dtype).to(device) if o.numel() else None
-                 for o in outs]
-        mask = [True, k is not None, True]
-        back = ops.contrastive_lse_backward(*grads, to(q), to(k), *outs, scale, to(exclude), mask)
-        return [t.cpu() for t in (*outs, *back)]
-
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else {}
-    ours = run("cuda")
-    for got, cpu in zip(ours, run("cpu"), strict=True):
+    ours = _op_outputs(inputs, scale, "cuda")
+    for got, cpu in zip(ours, _op_outputs(inputs, scale, "cpu"), strict=True):
         torch.testing.assert_close(got, cpu, **tol)
     if case == "all-excluded":
         row, col_lse, dscale = ours[2], ours[3], ours[6]
@@ -573,8 +606,9 @@ def test_cuda_matches_cpu_kernel(case, dtype, gen, cuda_kernel):
 
 @requires_cuda
 def test_cuda_repeatable(gen, cuda_kernel):
+    """Two runs are bitwise equal: no atomics, every sum in a fixed order."""
     cuda_kernel(7)
-    z0, z1 = cuda_randn(700, 40, gen=gen), cuda_randn(700, 40, gen=gen)
+    z0, z1 = (cuda_randn(700, 40, gen=gen, dtype=cuda_kernel.dtype) for _ in range(2))
     runs = [
         (value_and_grads(lambda a, b: ssl_fast.nt_xent(a, b, 0.1), z0, z1),
          value_and_grads(lambda a, b: ssl_fast.info_nce(a, b, 0.1, symmetric=True), z0, z1))
@@ -588,8 +622,8 @@ def test_cuda_repeatable(gen, cuda_kernel):
 @requires_cuda
 def test_cuda_non_contiguous_and_no_grad_side(gen, cuda_kernel):
     cuda_kernel(None)
-    z0 = randn(260, 20, gen=gen, dtype=torch.float32, device="cuda")[:, ::2]
-    z1 = randn(10, 260, gen=gen, dtype=torch.float32, device="cuda").T.requires_grad_(True)
+    z0 = randn(260, 20, gen=gen, dtype=cuda_kernel.dtype, device="cuda")[:, ::2]
+    z1 = randn(10, 260, gen=gen, dtype=cuda_kernel.dtype, device="cuda").T.requires_grad_(True)
     check_against_reference(ssl_fast.nt_xent, reference.nt_xent, (z0, z1), "cuda strided")
 
 
@@ -598,8 +632,9 @@ def test_cuda_non_contiguous_and_no_grad_side(gen, cuda_kernel):
 def test_cuda_opcheck(case, gen, cuda_kernel):
     cuda_kernel(2)
     (flags, mask) = OPCHECK_CASES[case]
-    q = cuda_randn(5, 3, gen=gen, requires_grad=mask[0])
-    k = cuda_randn(4, 3, gen=gen, requires_grad=mask[1]) if flags["k"] else None
+    dtype = cuda_kernel.dtype
+    q = cuda_randn(5, 3, gen=gen, dtype=dtype, requires_grad=mask[0])
+    k = cuda_randn(4, 3, gen=gen, dtype=dtype, requires_grad=mask[1]) if flags["k"] else None
     scale = torch.tensor(2.0, device="cuda").requires_grad_(mask[2])
     exclude = torch.tensor([0, -1, 3, 1, 2], device="cuda") if flags["exclude"] else None
     torch.library.opcheck(ops.contrastive_lse, (q, k, scale, exclude, flags["col"]))
@@ -612,20 +647,25 @@ def test_cuda_opcheck(case, gen, cuda_kernel):
     )
 
 
+def _compile_case(gen, dtype, learned_scale=True):
+    """A function of NT-Xent and InfoNCE and its CUDA inputs; learned_scale adds an InfoNCE
+    term with a logit_scale tensor (read on the host by the op: no CUDA graph can hold it)."""
+
+    def f(z0, z1, q, k, s):
+        loss = ssl_fast.nt_xent(z0, z1, 0.2) + ssl_fast.info_nce(q, k, 0.1, symmetric=True)
+        return loss + ssl_fast.info_nce(q, k, logit_scale=s, reduction="sum") if learned_scale else loss
+
+    inputs = [cuda_randn(6, 5, gen=gen, dtype=dtype), cuda_randn(6, 5, gen=gen, dtype=dtype),
+              cuda_randn(4, 5, gen=gen, dtype=dtype), cuda_randn(4, 5, gen=gen, dtype=dtype),
+              torch.tensor(2.5, device="cuda", requires_grad=learned_scale)]
+    return f, inputs
+
+
 @requires_cuda
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # inside torch's inductor
 def test_cuda_torch_compile_fullgraph(gen, cuda_kernel):
     cuda_kernel(None)
-
-    def f(z0, z1, q, k, s):
-        return (
-            ssl_fast.nt_xent(z0, z1, 0.2)
-            + ssl_fast.info_nce(q, k, 0.1, symmetric=True)
-            + ssl_fast.info_nce(q, k, logit_scale=s, reduction="sum")
-        )
-
-    inputs = [cuda_randn(6, 5, gen=gen), cuda_randn(6, 5, gen=gen), cuda_randn(4, 5, gen=gen),
-              cuda_randn(4, 5, gen=gen), torch.tensor(2.5, device="cuda", requires_grad=True)]
+    f, inputs = _compile_case(gen, cuda_kernel.dtype)
     compiled = torch.compile(f, fullgraph=True)
     eager, eager_grads = value_and_grads(f, *inputs)
     comp, comp_grads = value_and_grads(compiled, *inputs)
@@ -634,11 +674,27 @@ def test_cuda_torch_compile_fullgraph(gen, cuda_kernel):
 
 
 @requires_cuda
+@only("fused")  # one more compilation per kernel would strain gpu_check.sh's time limit
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
+def test_cuda_torch_compile_reduce_overhead(gen, cuda_kernel):
+    """CUDA graphs: the kernels allocate through torch and launch on the current stream,
+    so recording and replays give the eager results."""
+    cuda_kernel(None)
+    f, inputs = _compile_case(gen, cuda_kernel.dtype, learned_scale=False)
+    compiled = torch.compile(f, mode="reduce-overhead")
+    eager, eager_grads = value_and_grads(f, *inputs)
+    for _ in range(3):  # warm-up, recording, replay
+        comp, comp_grads = value_and_grads(compiled, *inputs)
+        torch.testing.assert_close(comp, eager)
+        torch.testing.assert_close(comp_grads, eager_grads)
+
+
+@requires_cuda
 def test_cuda_side_stream(gen, cuda_kernel):
     """Inputs made on a side stream and consumed there: a kernel launched on another
     stream would race with their producer (pool streams do not wait for the default one)."""
     cuda_kernel(64)
-    x0, x1 = (cuda_randn(2048, 128, gen=gen, requires_grad=False) for _ in range(2))
+    x0, x1 = (cuda_randn(2048, 128, gen=gen, dtype=cuda_kernel.dtype, requires_grad=False) for _ in range(2))
     expected = value_and_grads(
         lambda a, b: ssl_fast.nt_xent(a, b, 0.1), (x0 * 2).requires_grad_(), (x1 * 2).requires_grad_()
     )
@@ -652,9 +708,126 @@ def test_cuda_side_stream(gen, cuda_kernel):
 
 
 @requires_cuda
+@only("tiled")
 def test_cuda_strip_rows_must_be_positive(gen, cuda_kernel):
     q = cuda_randn(4, 3, gen=gen, requires_grad=False)
     for bad in ("0", "-3", "7x"):
         cuda_kernel(bad)
         with pytest.raises(RuntimeError, match="SSL_FAST_CONTRASTIVE_STRIP_ROWS must be a positive integer"):
             ops.contrastive_lse(q, None, torch.tensor(2.0), None, False)
+
+
+@requires_cuda
+@only("tiled")
+def test_cuda_kernel_switch_must_be_known(gen, cuda_kernel):
+    q = cuda_randn(4, 3, gen=gen, requires_grad=False)
+    for bad in ("Fused", "cublas", " tiled"):
+        cuda_kernel.use(bad)
+        with pytest.raises(RuntimeError, match="SSL_FAST_CONTRASTIVE_KERNEL must be auto, fused or tiled"):
+            ops.contrastive_lse(q, None, torch.tensor(2.0), None, False)
+
+
+# Row counts around the fused kernels' 64-row tiles, feature counts around their padded
+# widths (64, 128, 256: zeros fill the rest).
+ODD_ROWS = [1, 3, 63, 65, 130, 300]
+ODD_DIMS = [1, 3, 33, 100, 128, 256]
+
+
+@requires_cuda
+@only("fused")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("d", ODD_DIMS, ids=str)
+@pytest.mark.parametrize("n", ODD_ROWS, ids=str)
+def test_cuda_fused_odd_sizes(n, d, dtype, gen, cuda_kernel):
+    z0, z1 = (cuda_randn(n, d, gen=gen, dtype=dtype) for _ in range(2))
+    check_against_reference(
+        lambda a, b: ssl_fast.nt_xent(a, b, 0.5, "none"),
+        lambda a, b: reference.nt_xent(a, b, 0.5, "none"),
+        (z0, z1),
+        f"fused nt_xent {n}x{d} {dtype}",
+        weight=torch.rand(2 * n, generator=gen).cuda(),
+    )
+    # The cross form with as many keys plus two, so that rows and columns differ.
+    key = cuda_randn(n + 2, d, gen=gen, dtype=dtype)
+    labels = torch.randint(0, n + 2, (n,), generator=gen).cuda()
+    check_against_reference(
+        lambda q, c: ssl_fast.info_nce(q, c, 0.1, labels, symmetric=True, reduction="none"),
+        lambda q, c: reference.info_nce(q, c, 0.1, labels, symmetric=True, reduction="none"),
+        (z0, key),
+        f"fused info_nce {n}x{d} {dtype}",
+        scale=10.0,
+    )
+
+
+@requires_cuda
+@only("fused")
+@pytest.mark.parametrize("case", CUDA_CPU_CASES, ids=str)
+def test_cuda_fused_matches_tiled_and_cpu(case, gen, cuda_kernel):
+    """bf16 inputs, every output of the op and of its backward: the fused kernels round the
+    unit rows (and the gradient tile) to bf16 before the tensor cores, stage 1 and the CPU
+    multiply in fp32; so fused agrees with them to bf16's precision on the logits."""
+    scale = torch.tensor(5.0, dtype=torch.float64)
+    inputs = _cpu_case_inputs(case, torch.bfloat16, gen, dim=40)
+    fused = _op_outputs(inputs, scale, "cuda")
+    cuda_kernel.use("tiled")
+    tiled = _op_outputs(inputs, scale, "cuda")
+    cpu = _op_outputs(inputs, scale, "cpu")
+    for got, want in zip(tiled, cpu, strict=True):  # bf16 gradients: one rounding step apart at most
+        tol = {} if got.dtype == torch.bfloat16 else dict(rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got, want, **tol)
+    names = ["qn", "kn", "row_lse", "col_lse", "dq", "dk", "dscale"]
+    for name, got, want, other in zip(names, fused, cpu, tiled, strict=True):
+        if name in ("qn", "kn"):  # the same normalisation kernel serves both
+            assert torch.equal(got, other), name
+            continue
+        finite = torch.isfinite(want)
+        assert torch.equal(finite, torch.isfinite(got)), name
+        bound = 2.0**-6 * (want[finite].abs().max().item() if finite.any() else 0.0)
+        torch.testing.assert_close(got, want, rtol=0, atol=bound, msg=lambda m, n=name: f"{n}: {m}")
+    if case != "all-excluded":
+        assert not torch.equal(fused[2], tiled[2]), "the fused kernels did not run"
+
+
+@requires_cuda
+@only("fused")
+def test_cuda_fused_falls_back_to_tiled(gen, cuda_kernel):
+    """Calls the fused kernels do not serve run stage 1 (bitwise its results): fp64, fp32
+    while TF32 is not allowed, more than 256 features."""
+    scale = torch.tensor(5.0, dtype=torch.float64)
+    cases = [_cpu_case_inputs("cross", torch.float64, gen), _cpu_case_inputs("cross", torch.float32, gen),
+             _cpu_case_inputs("self", torch.bfloat16, gen, dim=257)]
+    assert torch.get_float32_matmul_precision() == "highest"
+    for inputs in cases:
+        cuda_kernel.use("fused")
+        fused = _op_outputs(inputs, scale, "cuda")
+        cuda_kernel.use("tiled")
+        tiled = _op_outputs(inputs, scale, "cuda")
+        assert all(torch.equal(a, b) for a, b in zip(fused, tiled, strict=True)), inputs[0].dtype
+
+
+@requires_cuda
+@only("fused")
+@pytest.mark.parametrize("form", ["nt_xent", "info_nce"])
+def test_cuda_fused_tf32(form, gen, cuda_kernel):
+    """fp32 inputs while TF32 is allowed: tf32 tensor cores, accurate to tf32's 10-bit
+    mantissa against the float64 formula."""
+    z0, z1 = (cuda_randn(300, 33, gen=gen) for _ in range(2))
+    fn = {"nt_xent": lambda a, b: ssl_fast.nt_xent(a, b, 0.5, "none"),
+          "info_nce": lambda a, b: ssl_fast.info_nce(a, b, 0.5, symmetric=True, reduction="none")}[form]
+    ref_fn = {"nt_xent": lambda a, b: reference.nt_xent(a, b, 0.5, "none"),
+              "info_nce": lambda a, b: reference.info_nce(a, b, 0.5, symmetric=True, reduction="none")}[form]
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        out, grads = value_and_grads(fn, z0, z1)
+        cuda_kernel.use("tiled")
+        tiled, _ = value_and_grads(fn, z0, z1)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert not torch.equal(out, tiled), "the fused kernels did not run"
+    wide = [z.detach().double().requires_grad_() for z in (z0, z1)]
+    ref, ref_grads = value_and_grads(ref_fn, *wide)
+    # The loss is a difference of terms as large as the scale (2); gradients are relative.
+    for k, (got, want) in enumerate(zip((out, *grads), (ref, *ref_grads), strict=True)):
+        bound = 2.0**-8 * (max(want.abs().max().item(), 2.0) if k == 0 else 2 * want.abs().max().item())
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=bound)

@@ -2,10 +2,19 @@
 // CUDA tests (the "CUDA kernels" section), but no GPU has run them yet. Treat its results
 // as unverified until benchmarks/gpu_check.sh has passed on a card.
 //
-// CUDA kernels of the contrastive log-sum-exp (NT-Xent, InfoNCE), stage 1: cuBLAS GEMMs
-// through ATen on the current stream plus small epilogue kernels; the math is in
-// common/contrastive_args.h and the semantics are those of cpu/contrastive.cpp.
+// CUDA ops of the contrastive log-sum-exp (NT-Xent, InfoNCE). Two implementations serve
+// them, chosen per call by SSL_FAST_CONTRASTIVE_KERNEL (read at every call):
+//   auto (or unset)  the fused kernels of contrastive_fused.cu (stage 2) where
+//                    fused_supported says they apply (fp16 / bf16 inputs, fp32 ones while
+//                    TF32 matmuls are allowed; dim <= 256; sm_80 or newer), else stage 1;
+//   fused            the same choice: unsupported calls fall back to stage 1 rather than
+//                    fail, so that one setting runs every call (tests, benchmarks);
+//   tiled            always stage 1, the cuBLAS strips of this file.
+// Both take the unit rows from normalize_kernel and give their gradients back through
+// normalize_backward_kernel; the math is in common/contrastive_args.h and the semantics
+// are those of cpu/contrastive.cpp.
 //
+// Stage 1: cuBLAS GEMMs through ATen on the current stream plus small epilogue kernels.
 // The logits are computed one strip of B rows at a time (B x cols in the accumulation
 // type, at most kStripBytes; SSL_FAST_CONTRASTIVE_STRIP_ROWS=B forces the height, for
 // tests): nothing rows x cols is stored.
@@ -24,8 +33,9 @@
 // dQn; the symmetric form needs 2) and 4 with k and dk; 16-bit inputs multiplied in fp32
 // (fp32 GEMMs follow torch's matmul precision setting, so TF32 only where the user allows
 // it); the logits written and read once per epilogue; and a host synchronisation when
-// scale is a CUDA tensor (it is read once by check_contrastive_call). exclude is range-checked by the CPU kernel only; here an
-// entry outside [0, cols) excludes nothing (it is compared, never used as an index).
+// scale is a CUDA tensor (it is read once by check_contrastive_call). exclude is
+// range-checked by the CPU kernel only; in both CUDA stages an entry outside [0, cols)
+// excludes nothing (it is compared, never used as an index).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -39,8 +49,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <string_view>
 
 #include "../common/contrastive_args.h"
+#include "contrastive_device.cuh"
+#include "contrastive_fused.h"
 
 namespace ssl_fast::cuda {
 namespace {
@@ -50,59 +63,8 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kColThreadsY = 8;  // rows of the strip a column is split over (then merged)
 constexpr int64_t kStripBytes = int64_t(256) << 20;
 
-__device__ __forceinline__ float exp_(float x) { return expf(x); }
-__device__ __forceinline__ double exp_(double x) { return ::exp(x); }
-__device__ __forceinline__ float log_(float x) { return logf(x); }
-__device__ __forceinline__ double log_(double x) { return ::log(x); }
 __device__ __forceinline__ float sqrt_(float x) { return sqrtf(x); }
 __device__ __forceinline__ double sqrt_(double x) { return ::sqrt(x); }
-
-template <typename T>
-__device__ __forceinline__ T neg_inf() {
-  return static_cast<T>(-INFINITY);
-}
-
-// log sum exp of a set of logits as (max, sum of exp(x - max)); empty: sum == 0.
-// A plain aggregate, so that it can live in __shared__ memory.
-template <typename T>
-struct MaxSum {
-  T max, sum;
-
-  static __device__ MaxSum empty() { return {neg_inf<T>(), T(0)}; }
-
-  __device__ void add(T x) {
-    if (x == neg_inf<T>()) return;  // an excluded pair
-    if (x <= max) {
-      sum += exp_(x - max);
-    } else {  // also the first term (max = -inf, sum = 0); a NaN lands here and spreads
-      sum = sum * exp_(max - x) + T(1);
-      max = x;
-    }
-  }
-
-  __device__ void merge(const MaxSum& o) {
-    if (o.sum == T(0)) return;
-    if (sum == T(0)) {
-      *this = o;
-    } else if (o.max <= max) {
-      sum += o.sum * exp_(o.max - max);
-    } else {
-      sum = sum * exp_(max - o.max) + o.sum;
-      max = o.max;
-    }
-  }
-
-  __device__ T lse() const { return sum == T(0) ? neg_inf<T>() : max + log_(sum); }
-};
-
-template <typename T>
-__device__ __forceinline__ MaxSum<T> shfl_down(MaxSum<T> v, int offset) {
-  return {__shfl_down_sync(0xffffffffu, v.max, offset), __shfl_down_sync(0xffffffffu, v.sum, offset)};
-}
-
-__device__ __forceinline__ double shfl_down(double v, int offset) {
-  return __shfl_down_sync(0xffffffffu, v, offset);
-}
 
 struct MergeMaxSum {
   template <typename T>
@@ -142,13 +104,6 @@ __device__ __forceinline__ T warp_sum(T v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
-
-// The excluded key of a query row: the diagonal without k, else exclude[row] (-1 for none).
-struct Exclusion {
-  const int64_t* exclude;  // nullptr: none, or the diagonal
-  bool diagonal;
-  __device__ int64_t col(int64_t row) const { return diagonal ? row : (exclude != nullptr ? exclude[row] : -1); }
-};
 
 // ------------------------------------------------------------------ normalisation
 
@@ -335,8 +290,14 @@ int64_t strip_rows(int64_t rows, int64_t cols, size_t elem) {
   return std::min(b, rows);
 }
 
-Exclusion exclusion_of(const ContrastiveCall& c) {
-  return {c.exclude.defined() ? c.exclude.const_data_ptr<int64_t>() : nullptr, c.self()};
+// Whether the fused kernels serve this call (see the head of this file).
+bool use_fused(const ContrastiveCall& c) {
+  const char* env = std::getenv("SSL_FAST_CONTRASTIVE_KERNEL");
+  const std::string_view kernel = env == nullptr ? "" : env;
+  TORCH_CHECK(
+      kernel.empty() || kernel == "auto" || kernel == "fused" || kernel == "tiled",
+      "contrastive_lse: SSL_FAST_CONTRASTIVE_KERNEL must be auto, fused or tiled, got '", kernel, "'");
+  return kernel != "tiled" && fused_supported(c);
 }
 
 template <typename T>
@@ -399,9 +360,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> contrastive_lse(
   at::Tensor kn = c.self() ? at::empty({0}, acc_opts) : normalized(c.k, c.acc);
   at::Tensor row = at::empty({c.rows}, acc_opts);
   at::Tensor col = at::empty({!c.self() && col_lse ? c.cols : 0}, acc_opts);
-  AT_DISPATCH_FLOATING_TYPES(c.acc, "contrastive_lse_cuda", [&] {
-    forward<scalar_t>(c, qn, c.self() ? qn : kn, row, col);
-  });
+  if (use_fused(c)) {
+    fused_forward(c, qn, kn, row, col);
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(c.acc, "contrastive_lse_cuda", [&] {
+      forward<scalar_t>(c, qn, c.self() ? qn : kn, row, col);
+    });
+  }
   return {qn, kn, row, col};
 }
 
@@ -425,18 +390,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_lse_backward(
   at::Tensor dscale = want_scale ? at::zeros({}, acc_opts.dtype(at::kDouble)) : at::Tensor();
   if (lse_grads && (want_q || want_k || want_scale)) {
     at::Tensor g_dot_s = want_scale ? at::empty({c.rows}, acc_opts.dtype(at::kDouble)) : at::Tensor();
-    AT_DISPATCH_FLOATING_TYPES(c.acc, op, [&] {
-      using T = scalar_t;
-      auto ptr = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<T>() : nullptr; };
-      GradInputs<T> in{
-          exclusion_of(c), ptr(g.grad_row), ptr(g.row_lse), ptr(g.grad_row), ptr(g.row_lse),
-          want_scale ? g_dot_s.data_ptr<double>() : nullptr};
-      if (!c.self()) {
-        in.grad_col = ptr(g.grad_col);
-        in.col_lse = g.grad_col.defined() ? ptr(g.col_lse) : nullptr;
-      }
-      backward<T>(c, g.qn, c.self() ? g.qn : g.kn, in, dqn, dkn);
-    });
+    if (use_fused(c)) {
+      fused_backward(c, g, dqn, dkn, g_dot_s);
+    } else {
+      AT_DISPATCH_FLOATING_TYPES(c.acc, op, [&] {
+        using T = scalar_t;
+        auto ptr = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<T>() : nullptr; };
+        GradInputs<T> in{
+            exclusion_of(c), ptr(g.grad_row), ptr(g.row_lse), ptr(g.grad_row), ptr(g.row_lse),
+            want_scale ? g_dot_s.data_ptr<double>() : nullptr};
+        if (!c.self()) {
+          in.grad_col = ptr(g.grad_col);
+          in.col_lse = g.grad_col.defined() ? ptr(g.col_lse) : nullptr;
+        }
+        backward<T>(c, g.qn, c.self() ? g.qn : g.kn, in, dqn, dkn);
+      });
+    }
     if (want_scale) {
       // d lse / d scale = P . (qn kn^T) = P . s / scale; without k, G holds each pair twice.
       finish_dscale<<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
