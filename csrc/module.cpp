@@ -1,6 +1,7 @@
 // The Python module ssl_fast._C: importing it runs the operator registrations;
-// build_info() records how this binary was built.
-#include <torch/extension.h>
+// build_info() records how this binary was built. Plain pybind11, not torch/extension.h:
+// nothing here crosses a tensor, and that header alone costs most of a minute to compile.
+#include <pybind11/pybind11.h>
 
 #include "cpu/alloc.h"
 

@@ -1,6 +1,7 @@
 #include "alloc.h"
 
 #include <ATen/EmptyTensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/core/CPUAllocator.h>
 
 #include <cstdlib>

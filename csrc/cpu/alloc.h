@@ -8,7 +8,7 @@
 // call of the same size. SSL_FAST_HUGEPAGES=0 turns all of it off.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 
 namespace ssl_fast::cpu {
 
