@@ -727,6 +727,18 @@ def test_cuda_kernel_switch_must_be_known(gen, cuda_kernel):
             ops.contrastive_lse(q, None, torch.tensor(2.0), None, False)
 
 
+@requires_cuda
+@only("tiled")
+def test_cuda_auto_is_stage_1_until_stage_2_is_verified(gen, cuda_kernel):
+    q = cuda_randn(70, 16, gen=gen, dtype=torch.bfloat16, requires_grad=False)
+    results = []
+    for name in ("tiled", "auto"):
+        cuda_kernel.use(name)
+        results.append(ops.contrastive_lse(q, None, torch.tensor(2.0), None, False))
+    for tiled, auto in zip(*results, strict=True):
+        assert torch.equal(tiled, auto)
+
+
 # Row counts around the fused kernels' 64-row tiles, feature counts around their padded
 # widths (64, 128, 256: zeros fill the rest).
 ODD_ROWS = [1, 3, 63, 65, 130, 300]
