@@ -123,7 +123,9 @@ class InfoNCELoss(nn.Module):
 
     temperature: the initial temperature. learn_temperature: hold a learnable
     logit_scale = log(1 / temperature) (CLIP's parametrisation). symmetric: CLIP's
-    two-directional loss. forward(query, key, labels=None) as ssl_fast.info_nce.
+    two-directional loss. gather_distributed, group: contrast with the queries and keys of
+    every rank (query i pairs with key i). forward(query, key, labels=None) as
+    ssl_fast.info_nce.
     """
 
     def __init__(
@@ -132,6 +134,8 @@ class InfoNCELoss(nn.Module):
         symmetric: bool = False,
         learn_temperature: bool = False,
         reduction: str = "mean",
+        gather_distributed: bool = False,
+        group=None,
     ):
         super().__init__()
         _scale_of("InfoNCELoss", temperature)
@@ -141,10 +145,12 @@ class InfoNCELoss(nn.Module):
         self.logit_scale = (
             nn.Parameter(torch.tensor(math.log(1.0 / temperature))) if learn_temperature else None
         )
+        self.gather_distributed, self.group = gather_distributed, group
 
     def forward(
         self, query: torch.Tensor, key: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         return info_nce(
-            query, key, self.temperature, labels, self.symmetric, self.logit_scale, self.reduction
+            query, key, self.temperature, labels, self.symmetric, self.logit_scale, self.reduction,
+            gather_distributed=self.gather_distributed, group=self.group,
         )

@@ -27,6 +27,18 @@ def _data():
     return x0, x1, torch.nn.Linear(D, 4)
 
 
+CLIP_FORMS = ("one-way", "symmetric")
+
+
+def _clip(query, key, form: str, **kw) -> list[torch.Tensor]:
+    """InfoNCE with a learnable logit scale: the loss, d query, d key and d logit_scale."""
+    query, key = query.clone().requires_grad_(), key.clone().requires_grad_()
+    logit_scale = torch.tensor(1.5, requires_grad=True)
+    loss = ssl_fast.info_nce(query, key, symmetric=form == "symmetric", logit_scale=logit_scale, **kw)
+    loss.backward()
+    return [loss.detach(), query.grad, key.grad, logit_scale.grad]
+
+
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
@@ -41,9 +53,10 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         out0, out1 = ddp(torch.cat([x0[own], x1[own]])).chunk(2)
         ddp_loss = ssl_fast.NTXentLoss(T, gather_distributed=True)(out0, out1)
         ddp_loss.backward()
+        clip = {form: _clip(x0[own], x1[own], form, gather_distributed=True) for form in CLIP_FORMS}
         torch.save(
             {"loss": loss.detach(), "grads": (z0.grad, z1.grad), "ddp_loss": ddp_loss.detach(),
-             "param_grads": [p.grad for p in model.parameters()]},
+             "param_grads": [p.grad for p in model.parameters()], "clip": clip},
             f"{out_dir}/{rank}.pt",
         )
     finally:
@@ -75,6 +88,27 @@ def test_two_processes_equal_one(tmp_path):
         # After DDP's averaging, the parameter gradients are those of one process on the whole batch.
         for got, p in zip(result["param_grads"], model.parameters(), strict=True):
             torch.testing.assert_close(got, p.grad)
+    # InfoNCE (CLIP): the same relations, and the logit scale's gradient averages to the global one.
+    for form in CLIP_FORMS:
+        full_loss, dq, dk, dscale = _clip(x0, x1, form)
+        got = [r["clip"][form] for r in ranks]
+        torch.testing.assert_close(sum(g[0] for g in got) / WORLD, full_loss)
+        torch.testing.assert_close(sum(g[3] for g in got) / WORLD, dscale)
+        for rank, (_, got_dq, got_dk, _) in enumerate(got):
+            own = slice(rank * N, (rank + 1) * N)
+            torch.testing.assert_close(got_dq, WORLD * dq[own])
+            torch.testing.assert_close(got_dk, WORLD * dk[own])
+
+
+def test_gathered_info_nce_pairs_query_i_with_key_i():
+    q = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"no labels and as many keys as queries \(got 4 queries, 6 keys\)"):
+        ssl_fast.info_nce(q, torch.randn(6, 3), gather_distributed=True)
+    with pytest.raises(ValueError, match=r"got 4 queries, 4 keys, labels"):
+        ssl_fast.info_nce(q, q, labels=torch.arange(4), gather_distributed=True)
+    # One process: the plain loss.
+    k = q * 2 + 1
+    torch.testing.assert_close(ssl_fast.info_nce(q, k, gather_distributed=True), ssl_fast.info_nce(q, k))
 
 
 # ----------------------------------------------------------------- the trainer under torch.distributed

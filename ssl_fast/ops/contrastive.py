@@ -214,6 +214,9 @@ def info_nce(
     symmetric: bool = False,
     logit_scale: torch.Tensor | None = None,
     reduction: str = "mean",
+    *,
+    gather_distributed: bool = False,
+    group=None,
 ) -> torch.Tensor:
     """InfoNCE of query [M, D] against key [K, D] (two towers; K may exceed M, e.g. a queue
     of extra negatives): the loss of query i is the cross-entropy of its cosine logits
@@ -223,6 +226,12 @@ def info_nce(
     query i among all M queries. The scale is 1 / temperature, or logit_scale.exp() when
     a (learnable) logit_scale tensor is given; it then receives a gradient.
     reduction: 'mean' over the M queries, 'sum', or 'none'.
+
+    gather_distributed: under torch.distributed, each rank's queries are contrasted with
+    the keys of all ranks of `group` (and, symmetric, its keys with all queries), as in
+    CLIP's training; query i pairs with key i (no labels; M = K, equal on every rank).
+    The loss is the mean over this rank's queries, so that DDP's gradient averaging yields
+    the gradient of the global mean.
     """
     name = "info_nce"
     _check_embeddings(name, query=query, key=key)
@@ -233,6 +242,12 @@ def info_nce(
         )
     _check_reduction(name, reduction)
     labels = _check_labels(name, labels, len(query), len(key), query.device)
+    if gather_distributed and (labels is not None or len(query) != len(key)):
+        raise ValueError(
+            f"{name}: gather_distributed pairs query i with key i, so it takes no labels and as many "
+            f"keys as queries (got {len(query)} queries, {len(key)} keys"
+            + (", labels)" if labels is not None else ")")
+        )
     if logit_scale is None:
         scale = _scale(name, temperature)
     else:
@@ -242,12 +257,30 @@ def info_nce(
             raise TypeError(f"{name}: logit_scale must be floating-point, got dtype {logit_scale.dtype}")
         scale = logit_scale.reshape(()).exp()
     dtype = torch.promote_types(query.dtype, key.dtype)
-    qn, kn, row, col = contrastive_lse(query.to(dtype), key.to(dtype), scale, None, symmetric)
+    query, key = query.to(dtype), key.to(dtype)
+    if gather_distributed:
+        from .. import distributed
+
+        if distributed.world_size(group) > 1:
+            rows = _info_nce_gathered(query, key, scale, group)
+            if symmetric:
+                rows = (rows + _info_nce_gathered(key, query, scale, group)) / 2
+            return _reduce(rows, reduction, dtype)
+    qn, kn, row, col = contrastive_lse(query, key, scale, None, symmetric)
     pos = _row_dot(qn, kn[: len(qn)] if labels is None else kn[labels]) * scale
     rows = row - pos
     if symmetric:
         rows = (rows + (col[: len(query)] if labels is None else col[labels]) - pos) / 2
     return _reduce(rows, reduction, dtype)
+
+
+def _info_nce_gathered(query, key, scale, group) -> torch.Tensor:
+    """The row losses of this rank's queries against the keys of every rank."""
+    from .. import distributed
+
+    own = torch.arange(len(query), device=query.device) + len(query) * distributed.rank(group)
+    qn, kn, row, _ = contrastive_lse(query, distributed.gather(key, group), scale, None, False)
+    return row - _row_dot(qn, kn[own]) * scale
 
 
 def _check_labels(name: str, labels, m: int, k: int, device: torch.device) -> torch.Tensor | None:
