@@ -50,3 +50,11 @@ def test_bench_simclr_batch_command(tmp_path, capsys):
         assert values[(provider, "peak_mb")] <= 6
         assert values[(provider, "time_batch")] == full
         assert values[(provider, "ms_per_sample")] > 0
+
+
+def test_a_run_whose_cases_all_skip(tmp_path, capsys):
+    table = tmp_path / "table.md"
+    argv = ["bench", "simclr_batch", "--device", "cpu", "--no-memory", "--table", str(table),
+            "--csv", str(tmp_path / "results.csv")]
+    assert main(argv) == 0
+    assert "every case was skipped" in capsys.readouterr().out and not table.exists()
