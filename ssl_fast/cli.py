@@ -67,7 +67,7 @@ def _bench_ops(names: list[str]) -> list[str]:
     return ops
 
 
-def _bench_device(requested: str | None) -> str:
+def _check_cuda(requested: str | None) -> None:
     import torch
 
     if requested == "cuda" and not torch.cuda.is_available():
@@ -75,6 +75,12 @@ def _bench_device(requested: str | None) -> str:
             f"--device cuda, but no CUDA GPU is available (torch {torch.__version__}, "
             f"CUDA {torch.version.cuda or 'none'})"
         )
+
+
+def _bench_device(requested: str | None) -> str:
+    import torch
+
+    _check_cuda(requested)
     return requested or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -140,8 +146,7 @@ def _launch(requested: str) -> tuple[int, int, str]:
 
     if requested not in ("cpu", "cuda"):
         raise ValueError(f"--device must be cpu or cuda, got {requested!r}")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but no CUDA GPU is available")
+    _check_cuda(requested)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1, requested
@@ -162,17 +167,19 @@ def _resume_from(args: argparse.Namespace, run_dir: Path) -> Path | None:
     return path
 
 
-def _stored_config(path: Path) -> dict:
-    import torch
+def _run_checkpoint(path: Path) -> dict:
+    """The checkpoint of a `train` run, read once; its config names the task and options."""
+    from .train.trainer import load_checkpoint
 
     try:
-        config = torch.load(path, map_location="cpu", weights_only=True)["config"]
+        state = load_checkpoint(path)
+        config = state["config"]
     except Exception as exc:  # not a checkpoint of this trainer: say so in one line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path} is not an ssl_fast checkpoint ({reason})") from None
     if "task" not in config.get("extra", {}):
         raise ValueError(f"{path} was not written by `ssl_fast train`")
-    return config
+    return state
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -182,6 +189,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from .train import TrainConfig, Trainer
     from .train.tasks import TaskOptions, build_task
+    from .train.trainer import steps_per_epoch
 
     rank, world, device = _launch(args.device)
     run_dir = args.out / args.task
@@ -189,18 +197,14 @@ def _train(args: argparse.Namespace) -> int:
     if resume is None:
         options = TaskOptions(args.seed, args.data, args.column, args.tokenizer)
     else:  # the stored run continues; only its length may change
-        stored = _stored_config(resume)
+        checkpoint = _run_checkpoint(resume)
+        stored = checkpoint["config"]
         if stored["extra"]["task"] != args.task:
             raise ValueError(f"--resume: {resume} is a {stored['extra']['task']} run, not {args.task}")
         options = TaskOptions(**stored["extra"]["options"])
     task = build_task(args.task, options, run_dir, fresh=resume is None, distributed=world > 1)
     batch_size = stored["batch_size"] if resume is not None else args.batch_size or task.batch_size
-    per_epoch = len(task.dataset) // world // batch_size
-    if per_epoch == 0:
-        raise ValueError(
-            f"--batch-size {batch_size}: the training set has {len(task.dataset)} samples"
-            + (f", fewer than one batch on each of {world} ranks" if world > 1 else ", fewer than one batch")
-        )
+    per_epoch = steps_per_epoch(len(task.dataset), batch_size, world)
     steps = args.steps or (args.epochs * per_epoch if args.epochs else None)
     if resume is None:
         steps = steps or 500
@@ -214,7 +218,7 @@ def _train(args: argparse.Namespace) -> int:
         config = TrainConfig(**{**stored, "out_dir": str(run_dir), "steps": steps or stored["steps"]})
     trainer = Trainer(task.model, task.dataset, config, device, collate_fn=task.collate_fn)
     if resume is not None:
-        trainer.load(resume)
+        trainer.load(checkpoint)
     started = time.perf_counter()
     logged = trainer.fit(progress=not args.quiet)
     seconds = time.perf_counter() - started
@@ -244,18 +248,15 @@ def _report(summary: dict, table: dict, run_dir: Path, as_json: bool) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import torch
-
     from .train.tasks import TaskOptions, build_task
 
     path = args.run_dir / "checkpoint.pt" if args.run_dir.is_dir() else args.run_dir
     if not path.is_file():
         raise FileNotFoundError(f"eval: no checkpoint.pt in {args.run_dir}")
     _, _, device = _launch(args.device)
-    config = _stored_config(path)
-    name = config["extra"]["task"]
-    task = build_task(name, TaskOptions(**config["extra"]["options"]), path.parent, fresh=False)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _run_checkpoint(path)
+    name, options = state["config"]["extra"]["task"], state["config"]["extra"]["options"]
+    task = build_task(name, TaskOptions(**options), path.parent, fresh=False)
     task.model.load_state_dict(state["model"])
     _report({"task": name, "steps": state["step"]}, task.evaluate(task.model.to(device), path.parent),
             path.parent, args.json)
@@ -338,24 +339,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _positive_of(kind: type, name: str):
+    """An argparse type: a finite `kind` above zero, else a one-line usage error."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a positive {name}, got {text!r}") from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a positive {name}, got {text}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+_positive = _positive_of(int, "integer")
+_positive_float = _positive_of(float, "number")
 
 
 def main(argv: list[str] | None = None) -> int:

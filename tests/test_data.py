@@ -134,7 +134,7 @@ def test_corpus_from_files_and_folders(tmp_path):
         load_corpus(tmp_path / "missing")
 
 
-def test_wordpiece_sequences_and_collator():
+def test_wordpiece_sequences_and_collator(tmp_path):
     pytest.importorskip("tokenizers")
     import ssl_fast
     from ssl_fast.data import WordPieceTokenizer, load_corpus, token_sequences
@@ -148,6 +148,29 @@ def test_wordpiece_sequences_and_collator():
     assert sum(len(s) - 2 for s in sequences) == sum(len(tok.encode(t)) for t in texts)  # nothing dropped
     batch = ssl_fast.MLMCollator(tok, seed=0)(sequences[:8])
     assert batch["input_ids"].shape == batch["labels"].shape == (8, 32)
+    # Saved with the run and loaded by `eval`: the same vocabulary.
+    tok.save(tmp_path / "tokenizer.json")
+    assert WordPieceTokenizer.load(tmp_path / "tokenizer.json").encode(texts[0]) == tok.encode(texts[0])
+
+
+def test_hugging_face_tokenizer_from_a_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from ssl_fast.data import WordPieceTokenizer, hf_tokenizer, load_corpus, token_sequences
+    from ssl_fast.data.text import SPECIAL_TOKENS
+
+    texts = load_corpus()[:5]
+    ours = WordPieceTokenizer.train(texts, vocab_size=400)
+    names = ("pad", "unk", "cls", "sep", "mask")
+    specials = {f"{name}_token": token for name, token in zip(names, SPECIAL_TOKENS, strict=True)}
+    hf = transformers.PreTrainedTokenizerFast(tokenizer_object=ours.tokenizer, **specials)
+    hf.save_pretrained(tmp_path)
+    tok = hf_tokenizer(str(tmp_path))
+    assert len(tok) == len(ours) and tok.mask_token_id == ours.mask_token_id
+    assert sorted(tok.all_special_ids) == sorted(ours.all_special_ids)
+    assert tok.encode(texts[0]) == ours.encode(texts[0])  # no special tokens added
+    assert token_sequences(texts, tok, max_length=32) == token_sequences(texts, ours, max_length=32)
+    with pytest.raises(ValueError, match="cannot load the tokenizer"):
+        hf_tokenizer(str(tmp_path / "missing"))
 
 
 # ----------------------------------------------------------------- augmentations

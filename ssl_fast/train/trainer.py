@@ -59,6 +59,18 @@ def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+def steps_per_epoch(samples: int, batch_size: int, world: int = 1) -> int:
+    """Steps in one epoch: each of `world` ranks gets samples // world of them
+    (DistributedSampler, drop_last), in whole batches. ValueError when not even one."""
+    steps = samples // world // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"the training set has {samples} samples, fewer than one batch of {batch_size}"
+            + (f" on each of {world} ranks" if world > 1 else "")
+        )
+    return steps
+
+
 class _Loss(nn.Module):
     """model.loss as a module's forward, so that DistributedDataParallel and torch.compile
     see the whole loss computation."""
@@ -138,9 +150,6 @@ class Trainer:
             drop_last=True,
         )
 
-    def steps_per_epoch(self) -> int:
-        return len(self._sampler()) // self.config.batch_size
-
     def _batches(self, epoch: int) -> DataLoader:
         sampler = self._sampler()
         sampler.set_epoch(epoch)
@@ -155,12 +164,7 @@ class Trainer:
     def _stream(self) -> Iterable:
         """Batches from step self.step on: whole epochs in their fixed orders, skipping the
         batches of the current epoch that earlier steps used."""
-        per_epoch = self.steps_per_epoch()
-        if per_epoch == 0:
-            raise ValueError(
-                f"Trainer: the data set has {len(self.dataset)} samples, fewer than one batch of "
-                f"{self.config.batch_size}" + (f" on each of {self.world} ranks" if self.world > 1 else "")
-            )
+        per_epoch = steps_per_epoch(len(self.dataset), self.config.batch_size, self.world)
         epoch, skip = divmod(self.step, per_epoch)
         while True:
             for i, batch in enumerate(self._batches(epoch)):
@@ -296,11 +300,12 @@ class Trainer:
             os.replace(tmp, path)
         return path
 
-    def load(self, path: str | Path) -> None:
-        """Restores a checkpoint written by save(). It is read with weights_only=True: a
-        checkpoint file cannot run code. A run resumed on another number of ranks continues
-        with the random states it has, and is then no longer an exact continuation."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    def load(self, checkpoint: str | Path | dict) -> None:
+        """Restores a checkpoint written by save(), given as its path or as what
+        torch.load(path, weights_only=True) returned: a checkpoint file cannot run code. A
+        run resumed on another number of ranks continues with the random states it has,
+        and is then no longer an exact continuation."""
+        state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -362,6 +367,11 @@ def _set_rng_state(rng: dict) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
     random.setstate((3, tuple(rng["python"]), rng["python_pos"]))
     _set_numpy_rng_state(rng["numpy"])
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint file's contents, on the CPU, read with weights_only=True."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _numpy_rng_state() -> dict | None:
