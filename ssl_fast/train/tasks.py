@@ -89,15 +89,13 @@ def autoencoder(options: TaskOptions) -> Task:
         model.eval()
         untrained.to(device).eval()
         with torch.no_grad():
-            shown = images[test[:16]].to(device)
             recon = torch.cat([model(part.to(device)).cpu() for part in images[test].split(1024)])
         table = _encoder_rows(model.encode, untrained.encode, images, labels, train, test, device)
         table.setdefault("trained encoder", {})["reconstruction_mse"] = torch.mean(
             (recon - images[test]) ** 2).item()
         mean_image = images[train].mean(0)
         table["mean image"] = {"reconstruction_mse": torch.mean((mean_image - images[test]) ** 2).item()}
-        with torch.no_grad():
-            save_reconstructions(images[test[:16]], model(shown).cpu(), run_dir / "reconstructions.png")
+        save_reconstructions(images[test[:16]], recon[:16], run_dir / "reconstructions.png")
         return table
 
     return Task(model, TensorDataset(images[train]), evaluate, lr=3e-3)
