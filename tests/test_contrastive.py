@@ -605,6 +605,20 @@ def test_cuda_matches_cpu_kernel(case, dtype, gen, cuda_kernel):
 
 
 @requires_cuda
+@only("tiled")
+@pytest.mark.parametrize("strip", [1, 64, 299, 300, 1000], ids=str)
+def test_cuda_symmetric_strips(strip, gen, cuda_kernel):
+    """Without k, a stage-1 strip computes its columns from its own first row on and leaves
+    the rows after it their part as columns: every strip height (one row, a ragged last
+    strip, one strip) gives the CPU kernel's outputs and gradients, d scale included."""
+    cuda_kernel(strip)
+    inputs = _cpu_case_inputs("self", torch.float64, gen)
+    scale = torch.tensor(5.0, dtype=torch.float64)
+    for got, cpu in zip(_op_outputs(inputs, scale, "cuda"), _op_outputs(inputs, scale, "cpu"), strict=True):
+        torch.testing.assert_close(got, cpu)
+
+
+@requires_cuda
 def test_cuda_repeatable(gen, cuda_kernel):
     """Two runs are bitwise equal: no atomics, every sum in a fixed order."""
     cuda_kernel(7)

@@ -18,24 +18,30 @@
 // are those of cpu/contrastive.cpp.
 //
 // Stage 1: cuBLAS GEMMs through ATen on the current stream plus small epilogue kernels.
-// The logits are computed one strip of B rows at a time (B x cols in the accumulation
-// type, at most kStripBytes; SSL_FAST_CONTRASTIVE_STRIP_ROWS=B forces the height, for
-// tests): nothing rows x cols is stored.
+// The logits are computed one strip of B rows at a time (at most B x cols in the
+// accumulation type, kStripBytes; SSL_FAST_CONTRASTIVE_STRIP_ROWS=B forces the height,
+// for tests): nothing rows x cols is stored.
 //   forward:  S = scale * Qn_strip Kn^T (GEMM); one block per row reduces its (max, sum
 //             of exp) to the row lse; with col_lse one thread column per column reduces
 //             the strip's rows and merges them into running per-column statistics.
 //   backward: S is recomputed and overwritten in place by G_ij = d(loss)/d(s_ij), then
 //             dQn_strip = scale * G Kn and dKn += scale * G^T Qn_strip (GEMMs).
-// Without k the keys are qn, the diagonal is excluded, and the column side of G is the
-// row side: a strip of full rows then holds both terms of dz, so one GEMM gives it.
+// Without k the keys are qn, the diagonal is excluded, and S and G are symmetric, so a
+// strip of rows [r0, r0 + B) computes only the columns from r0 on: its square diagonal
+// block serves its own rows, and every column j >= r0 + B also serves row j, whose
+// lse and dz are then completed by later strips. The forward merges the strip's column
+// statistics into running statistics of those rows, which their own strip merges with
+// its row statistics; the backward adds scale * G^T Qn_strip to their dz before their
+// own strip adds its rows. That is 2 GEMM-equivalents (rows x rows x dim) for forward +
+// backward instead of 3, plus the diagonal blocks (a fraction B / rows).
 //
 // Every reduction runs in an order fixed by the thread index and the strip order, and
 // no atomics are used: results are bitwise repeatable on a given card.
 //
-// Known costs of this stage: GEMMs of rows x cols x dim, 3 without k (forward, recompute,
-// dQn; the symmetric form needs 2) and 4 with k and dk; 16-bit inputs multiplied in fp32
-// (fp32 GEMMs follow torch's matmul precision setting, so TF32 only where the user allows
-// it); the logits written and read once per epilogue; and a host synchronisation when
+// Known costs of this stage: GEMMs of rows x cols x dim, 2 without k (halves of the
+// forward, the recompute, and the row and column products) and 4 with k and dk; 16-bit
+// inputs multiplied in fp32 (fp32 GEMMs follow torch's matmul precision setting, so TF32
+// only where the user allows it); the logits written and read once per epilogue; and a host synchronisation when
 // scale is a CUDA tensor (it is read once by check_contrastive_call). exclude is
 // range-checked by the CPU kernel only; in both CUDA stages an entry outside [0, cols)
 // excludes nothing (it is compared, never used as an index).
@@ -52,6 +58,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <string_view>
 
 #include "../common/contrastive_args.h"
@@ -182,15 +189,26 @@ at::Tensor raw_gradient(const at::Tensor& dn, const at::Tensor& grad_n, const at
 
 // ------------------------------------------------------------------ forward epilogues
 
-// Row lse of strip row blockIdx.x (global row r0 + blockIdx.x) over its non-excluded
-// logits. Writes -inf over the excluded logit, for the column epilogue that follows.
+// A strip of logits: rows r0 + [0, b) of the call (one block each) against columns
+// c0 + [0, width), row-major in s.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) row_lse_kernel(T* s, int64_t cols, int64_t r0, Exclusion ex, T* row_lse) {
-  const int64_t row = r0 + blockIdx.x;
-  T* si = s + int64_t(blockIdx.x) * cols;
-  const int64_t skip = ex.col(row);
+struct Strip {
+  T* s;
+  int64_t width, r0, c0;
+};
+
+// Row lse of strip row blockIdx.x (global row r0 + blockIdx.x) over its non-excluded
+// logits, merged after the running statistics of the row when run_max is set (without
+// k: the columns before c0, reduced by earlier strips). Writes -inf over the excluded
+// logit, for the column epilogue that follows.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) row_lse_kernel(
+    Strip<T> st, Exclusion ex, const T* run_max, const T* run_sum, T* row_lse) {
+  const int64_t row = st.r0 + blockIdx.x;
+  T* si = st.s + int64_t(blockIdx.x) * st.width;
+  const int64_t skip = ex.col(row) - st.c0;  // as a strip column; -1 - c0 never matches
   MaxSum<T> acc = MaxSum<T>::empty();
-  for (int64_t j = threadIdx.x; j < cols; j += kThreads) {
+  for (int64_t j = threadIdx.x; j < st.width; j += kThreads) {
     if (j == skip) {
       si[j] = neg_inf<T>();
       continue;
@@ -198,25 +216,33 @@ __global__ void __launch_bounds__(kThreads) row_lse_kernel(T* s, int64_t cols, i
     acc.add(si[j]);
   }
   acc = block_reduce(acc, MaxSum<T>::empty(), MergeMaxSum{});
-  if (threadIdx.x == 0) row_lse[row] = acc.lse();
+  if (threadIdx.x != 0) return;
+  if (run_max != nullptr) {
+    MaxSum<T> total{run_max[row], run_sum[row]};
+    total.merge(acc);
+    acc = total;
+  }
+  row_lse[row] = acc.lse();
 }
 
-// Column statistics of a strip of b rows (excluded logits already -inf), merged into
-// the running (max, sum) of each column; with col_lse (the last strip) writes the lse.
-// Block: 32 columns x kColThreadsY row slices, merged in slice order.
+// Column statistics of n columns of a strip of b rows (excluded logits already -inf; s
+// points at the first column, rows are ld apart), merged into the running (max, sum) of
+// each column; with col_lse (the last strip) also writes the lse. The running arrays
+// and col_lse point at the first column's entry. Block: 32 columns x kColThreadsY row
+// slices, merged in slice order.
 template <typename T>
 __global__ void __launch_bounds__(32 * kColThreadsY) col_lse_kernel(
-    const T* s, int64_t b, int64_t cols, bool first, T* run_max, T* run_sum, T* col_lse) {
+    const T* s, int64_t b, int64_t ld, int64_t n, T* run_max, T* run_sum, T* col_lse) {
   __shared__ MaxSum<T> part[kColThreadsY][32];
   const int64_t j = int64_t(blockIdx.x) * 32 + threadIdx.x;
   MaxSum<T> acc = MaxSum<T>::empty();
-  if (j < cols) {
-    for (int64_t i = threadIdx.y; i < b; i += kColThreadsY) acc.add(s[i * cols + j]);
+  if (j < n) {
+    for (int64_t i = threadIdx.y; i < b; i += kColThreadsY) acc.add(s[i * ld + j]);
   }
   part[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
-  if (threadIdx.y != 0 || j >= cols) return;
-  MaxSum<T> total = first ? MaxSum<T>::empty() : MaxSum<T>{run_max[j], run_sum[j]};
+  if (threadIdx.y != 0 || j >= n) return;
+  MaxSum<T> total{run_max[j], run_sum[j]};
 #pragma unroll
   for (int y = 0; y < kColThreadsY; ++y) total.merge(part[y][threadIdx.x]);
   run_max[j] = total.max;
@@ -239,26 +265,27 @@ struct GradInputs {
 
 // Overwrites strip row blockIdx.x of the logits with G_ij = g_i exp(s_ij - lse_i)
 // + g'_j exp(s_ij - lse'_j): 0 at the excluded pair, and a term is 0 where its lse is
-// -inf (an all-excluded row or column has no gradient).
+// -inf (an all-excluded row or column has no gradient). Strip columns from `twice` on
+// stand for two pairs (ij and ji, without k) in the sum of G_ij s_ij.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) gradient_kernel(T* s, int64_t cols, int64_t r0, GradInputs<T> in) {
-  const int64_t row = r0 + blockIdx.x;
-  T* si = s + int64_t(blockIdx.x) * cols;
-  const int64_t skip = in.ex.col(row);
+__global__ void __launch_bounds__(kThreads) gradient_kernel(Strip<T> st, int64_t twice, GradInputs<T> in) {
+  const int64_t row = st.r0 + blockIdx.x;
+  T* si = st.s + int64_t(blockIdx.x) * st.width;
+  const int64_t skip = in.ex.col(row) - st.c0;
   const bool row_term = in.grad_row != nullptr && in.row_lse[row] != neg_inf<T>();
   const T g_row = row_term ? in.grad_row[row] : T(0);
   const T lse_row = row_term ? in.row_lse[row] : T(0);
   T g_dot_s = 0;
-  for (int64_t j = threadIdx.x; j < cols; j += kThreads) {
+  for (int64_t j = threadIdx.x; j < st.width; j += kThreads) {
     T g = 0;
     const T x = si[j];
     if (j != skip) {
       if (row_term) g = g_row * exp_(x - lse_row);
       if (in.grad_col != nullptr) {
-        const T lse_col = in.col_lse[j];
-        if (lse_col != neg_inf<T>()) g += in.grad_col[j] * exp_(x - lse_col);
+        const T lse_col = in.col_lse[st.c0 + j];
+        if (lse_col != neg_inf<T>()) g += in.grad_col[st.c0 + j] * exp_(x - lse_col);
       }
-      g_dot_s += g * x;
+      g_dot_s += (j < twice ? g : 2 * g) * x;
     }
     si[j] = g;
   }
@@ -303,52 +330,78 @@ bool use_fused(const ContrastiveCall& c) {
   return kernel == "fused" && fused_supported(c);
 }
 
+// The strips of a call, in order: f(r0, b, c0) for rows r0 + [0, b) against columns
+// from c0 (r0 without k: the symmetric form, see the head of this file; else 0).
+template <typename F>
+void for_each_strip(const ContrastiveCall& c, int64_t strip, F&& f) {
+  for (int64_t r0 = 0; r0 < c.rows; r0 += strip) f(r0, std::min(strip, c.rows - r0), c.self() ? r0 : int64_t(0));
+}
+
 template <typename T>
 void forward(const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& keys, at::Tensor& row, at::Tensor& col) {
   const int64_t strip = strip_rows(c.rows, c.cols, sizeof(T));
-  at::Tensor buf = at::empty({strip, c.cols}, qn.options());
-  const bool want_cols = col.numel() > 0;
+  at::Tensor buf = at::empty({strip * c.cols}, qn.options());
+  // Running column statistics: of the keys for col_lse, or, without k, of the rows after
+  // each strip.
+  const bool want_cols = c.self() || col.numel() > 0;
   at::Tensor running = want_cols ? at::empty({2, c.cols}, qn.options()) : at::Tensor();
+  if (want_cols) {
+    running[0].fill_(-std::numeric_limits<double>::infinity());
+    running[1].zero_();
+  }
+  T* run_max = want_cols ? running[0].data_ptr<T>() : nullptr;
+  T* run_sum = want_cols ? running[1].data_ptr<T>() : nullptr;
   const Exclusion ex = exclusion_of(c);
   const auto stream = at::cuda::getCurrentCUDAStream();
-  for (int64_t r0 = 0; r0 < c.rows; r0 += strip) {
-    const int64_t b = std::min(strip, c.rows - r0);
-    at::Tensor s = buf.narrow(0, 0, b);
-    at::addmm_out(s, s, qn.narrow(0, r0, b), keys.t(), 0, c.scale);  // beta 0: s is not read
-    row_lse_kernel<<<blocks(b, 1), kThreads, 0, stream>>>(s.data_ptr<T>(), c.cols, r0, ex, row.data_ptr<T>());
+  for_each_strip(c, strip, [&](int64_t r0, int64_t b, int64_t c0) {
+    const int64_t width = c.cols - c0;
+    at::Tensor s = buf.narrow(0, 0, b * width).view({b, width});
+    at::addmm_out(s, s, qn.narrow(0, r0, b), keys.narrow(0, c0, width).t(), 0, c.scale);  // beta 0: s is not read
+    const Strip<T> st{s.data_ptr<T>(), width, r0, c0};
+    row_lse_kernel<<<blocks(b, 1), kThreads, 0, stream>>>(
+        st, ex, c.self() ? run_max : nullptr, c.self() ? run_sum : nullptr, row.data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    if (want_cols) {
+    // Without k, the columns past the strip's diagonal block; else all of them.
+    const int64_t j0 = c.self() ? b : 0, n = width - j0;
+    if (want_cols && n > 0) {
       const bool last = r0 + b == c.rows;
-      col_lse_kernel<<<blocks(c.cols, 32), dim3(32, kColThreadsY), 0, stream>>>(
-          s.const_data_ptr<T>(), b, c.cols, r0 == 0, running[0].data_ptr<T>(), running[1].data_ptr<T>(),
-          last ? col.data_ptr<T>() : nullptr);
+      col_lse_kernel<<<blocks(n, 32), dim3(32, kColThreadsY), 0, stream>>>(
+          st.s + j0, b, width, n, run_max + c0 + j0, run_sum + c0 + j0,
+          !c.self() && last ? col.data_ptr<T>() : nullptr);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-  }
+  });
 }
 
-// dqn (when defined) and dkn (when defined, with k) from the lse gradients in `in`;
-// in.g_dot_s, when set, receives the per-row partials of d scale.
+// dqn (when defined; zeroed by the caller) and dkn (when defined, with k; zeroed) from
+// the lse gradients in `in`; in.g_dot_s, when set, receives the per-row partials of
+// d scale.
 template <typename T>
 void backward(
     const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& keys, const GradInputs<T>& in, at::Tensor& dqn,
     at::Tensor& dkn) {
   const int64_t strip = strip_rows(c.rows, c.cols, sizeof(T));
-  at::Tensor buf = at::empty({strip, c.cols}, qn.options());
+  at::Tensor buf = at::empty({strip * c.cols}, qn.options());
   const auto stream = at::cuda::getCurrentCUDAStream();
-  for (int64_t r0 = 0; r0 < c.rows; r0 += strip) {
-    const int64_t b = std::min(strip, c.rows - r0);
-    at::Tensor s = buf.narrow(0, 0, b);
+  // Every product adds, strip after strip on one stream: deterministic.
+  for_each_strip(c, strip, [&](int64_t r0, int64_t b, int64_t c0) {
+    const int64_t width = c.cols - c0;
+    at::Tensor s = buf.narrow(0, 0, b * width).view({b, width});
     const at::Tensor q_strip = qn.narrow(0, r0, b);
-    at::addmm_out(s, s, q_strip, keys.t(), 0, c.scale);
-    gradient_kernel<<<blocks(b, 1), kThreads, 0, stream>>>(s.data_ptr<T>(), c.cols, r0, in);
+    const at::Tensor k_strip = keys.narrow(0, c0, width);
+    at::addmm_out(s, s, q_strip, k_strip.t(), 0, c.scale);
+    // Without k, the columns past the diagonal block count twice in G . s.
+    const Strip<T> st{s.data_ptr<T>(), width, r0, c0};
+    gradient_kernel<<<blocks(b, 1), kThreads, 0, stream>>>(st, c.self() ? b : width, in);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (dqn.defined()) {
-      at::Tensor dq_strip = dqn.narrow(0, r0, b);
-      at::addmm_out(dq_strip, dq_strip, s, keys, 0, c.scale);
+      dqn.narrow(0, r0, b).addmm_(s, k_strip, 1, c.scale);
+      if (c.self() && width > b) {  // the rows after the strip, as columns
+        dqn.narrow(0, r0 + b, width - b).addmm_(s.narrow(1, b, width - b).t(), q_strip, 1, c.scale);
+      }
     }
-    if (dkn.defined()) dkn.addmm_(s.t(), q_strip, 1, c.scale);  // strips in order: deterministic
-  }
+    if (dkn.defined()) dkn.addmm_(s.t(), q_strip, 1, c.scale);
+  });
 }
 
 // ------------------------------------------------------------------ ops
@@ -387,8 +440,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_lse_backward(
   const bool want_q = output_mask[0], want_k = output_mask[1] && !c.self(), want_scale = output_mask[2];
   const bool lse_grads = g.grad_row.defined() || g.grad_col.defined();
   const auto acc_opts = g.qn.options();
-  // Without lse gradients nothing reaches qn or kn from the logits.
-  at::Tensor dqn = want_q ? (lse_grads ? at::empty_like(g.qn) : at::zeros_like(g.qn)) : at::Tensor();
+  // Zeroed: stage 1 adds to them strip by strip, and without lse gradients nothing
+  // reaches qn or kn from the logits.
+  at::Tensor dqn = want_q ? at::zeros_like(g.qn) : at::Tensor();
   at::Tensor dkn = want_k ? at::zeros_like(g.kn) : at::Tensor();
   at::Tensor dscale = want_scale ? at::zeros({}, acc_opts.dtype(at::kDouble)) : at::Tensor();
   if (lse_grads && (want_q || want_k || want_scale)) {

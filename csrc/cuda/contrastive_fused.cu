@@ -36,7 +36,7 @@
 // Work, for R query rows, C keys and D features (one GEMM-equivalent = 2 R C D FLOPs):
 // self form 3 (forward, backward recompute, dz), cross form up to 6 (row and column
 // sweeps forward, and a recompute plus a product in each backward sweep); stage 1 does
-// 3 and 4. Exploiting the symmetry of z z^T (tiles i <= j only) would bring the self form
+// 2 (it exploits the symmetry) and 4. Exploiting the symmetry of z z^T (tiles i <= j only) would bring the self form
 // to 2: an off-diagonal tile would add G_IJ z_J to dz_I and G_IJ^T z_I to dz_J, and
 // without atomics the second term needs either a per-tile-row partial workspace
 // (R / 64 copies of dz: not O(R D)) or a round schedule in which no two CTAs of a round
