@@ -58,9 +58,10 @@ def nt_xent_inf_cl(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
 
 def nt_xent_flops(mode: str, shape: Shape) -> int:
     """Useful FLOPs on M = 2N rows of D features: z z^T is symmetric, so the forward needs
-    half a GEMM (M^2 D) and the backward a recomputed half plus dz = G z (3 M^2 D). The
-    fused kernels compute the whole matrix (2 M^2 D forward, 4 M^2 D backward): the rate
-    they execute is 2x (forward), 4/3x (backward) and 3/2x (full) the useful rate shown."""
+    half a GEMM (M^2 D) and the backward a recomputed half plus dz = G z (3 M^2 D). Stage
+    1 (ssl_fast-tiled) computes that much, plus its strips' diagonal blocks; the fused
+    kernels compute the whole matrix (2 M^2 D forward, 4 M^2 D backward): the rate they
+    execute is 2x (forward), 4/3x (backward) and 3/2x (full) the useful rate shown."""
     m, d = 2 * shape[0], shape[1]
     return {"forward": 1, "backward": 3, "full": 4}[mode] * m * m * d
 
