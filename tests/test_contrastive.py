@@ -259,6 +259,21 @@ def test_torch_compile_fullgraph(gen):
     torch.testing.assert_close(comp_grads, eager_grads)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # inside torch's inductor
+def test_torch_compile_non_contiguous_input(gen):
+    """Inductor checks every op output against the fake kernel's strides: the gradients of a
+    transposed query must be declared contiguous, as the kernels return them."""
+    qt, k = randn(5, 7, gen=gen).requires_grad_(), randn(7, 5, gen=gen).requires_grad_()
+
+    def f(qt, k):
+        return ssl_fast.info_nce(qt.T, k, 0.3, symmetric=True)
+
+    eager, eager_grads = value_and_grads(f, qt, k)
+    comp, comp_grads = value_and_grads(torch.compile(f, fullgraph=True), qt, k)
+    torch.testing.assert_close(comp, eager)
+    torch.testing.assert_close(comp_grads, eager_grads)
+
+
 def test_repeatable_and_independent_of_thread_count(gen):
     z0, z1 = views(700, 40, gen, torch.float32)
     results = []

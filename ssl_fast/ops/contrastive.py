@@ -35,9 +35,10 @@ def _fake(q, k, scale, exclude, col_lse):
 
 
 def _fake_backward(grad_qn, grad_kn, grad_row, grad_col, q, k, qn, kn, row, col, scale, exclude, mask):
+    # Contiguous whatever the layout of q and k, as the kernels return them.
     return (
-        torch.empty_like(q) if mask[0] else q.new_empty(0),
-        torch.empty_like(k) if mask[1] and k is not None else q.new_empty(0),
+        q.new_empty(q.shape) if mask[0] else q.new_empty(0),
+        k.new_empty(k.shape) if mask[1] and k is not None else q.new_empty(0),
         torch.empty_like(scale) if mask[2] else q.new_empty(0),
     )
 

@@ -224,13 +224,14 @@ def random_masking(
 
 
 def _register() -> None:
+    # Outputs are contiguous whatever the layout of input_ids, as the kernels return them.
     @torch.library.register_fake("ssl_fast::mask_tokens")
     def _fake(input_ids, *rest):
-        return torch.empty_like(input_ids), torch.empty_like(input_ids, dtype=torch.int64)
+        return input_ids.new_empty(input_ids.shape), input_ids.new_empty(input_ids.shape, dtype=torch.int64)
 
     @torch.library.register_fake("ssl_fast::mask_tokens_")
     def _fake_(input_ids, *rest):
-        return torch.empty_like(input_ids, dtype=torch.int64)
+        return input_ids.new_empty(input_ids.shape, dtype=torch.int64)
 
     @torch.library.register_fake("ssl_fast::random_masking")
     def _fake_random_masking(x, len_keep, seed, offset):
