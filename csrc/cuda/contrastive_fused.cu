@@ -173,11 +173,12 @@ __device__ __forceinline__ int64_t own_skip(const Sweep<E>& sw, int64_t a) {
   return !sw.transposed && a < sw.n_own ? sw.ex.col(a) : -1;
 }
 
-// Whether the logit of own row a and swept row b enters the sums: b is a real row and the
-// pair is not excluded (a's own exclusion, or b's in a transposed sweep).
+// Whether the logit of own row a and swept row b enters the sums: both are real rows (a
+// padded own row then gets G = 0, no inf or NaN, though no output reads it) and the pair
+// is not excluded (a's own exclusion, or b's in a transposed sweep).
 template <typename E>
 __device__ __forceinline__ bool counts(const Sweep<E>& sw, int64_t a, int64_t b, int64_t a_skip, int64_t b_skip) {
-  return b < sw.n_swept && b != a_skip && b_skip != a;
+  return a < sw.n_own && b < sw.n_swept && b != a_skip && b_skip != a;
 }
 
 // s (kTile x kTile fp32, unscaled) = own rows . swept rows. Warp w: rows 16 (w % 4) + [0, 16),
@@ -352,16 +353,22 @@ __global__ void __launch_bounds__(kThreads) gradient_kernel(
 
 // ------------------------------------------------------------------ host side
 
-// Calls f with std::type_identity of the operand element type of an input dtype.
+// A type as a value, for generic lambdas (std::type_identity is C++20).
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls f with the TypeTag of the operand element type of an input dtype.
 template <typename F>
 void with_operand(at::ScalarType type, F&& f) {
   switch (type) {
     case at::kHalf:
-      return f(std::type_identity<__half>{});
+      return f(TypeTag<__half>{});
     case at::kBFloat16:
-      return f(std::type_identity<__nv_bfloat16>{});
+      return f(TypeTag<__nv_bfloat16>{});
     case at::kFloat:
-      return f(std::type_identity<float>{});
+      return f(TypeTag<float>{});
     default:
       TORCH_CHECK(false, "contrastive_lse: the fused kernels take no ", type, " inputs");
   }
@@ -408,9 +415,10 @@ void launch(Kernel kernel, int64_t own_rows, size_t smem, Args... args) {
 bool fused_supported(const ContrastiveCall& c) {
   const at::ScalarType type = c.q.scalar_type();
   // fp32: the setting torch's own fp32 matmuls follow (torch.set_float32_matmul_precision,
-  // torch.backends.cuda.matmul.fp32_precision).
+  // torch.backends.cuda.matmul.fp32_precision, and at::NoTF32Guard as cuBLAS calls do).
   const bool tf32 = at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) ==
-                    at::Float32Precision::TF32;
+                        at::Float32Precision::TF32 &&
+                    !at::NoTF32Guard::should_disable_tf32();
   const bool tensor_cores = type == at::kHalf || type == at::kBFloat16 || (type == at::kFloat && tf32);
   if (!tensor_cores || c.dim > kMaxDim) return false;
   const cudaDeviceProp* prop = at::cuda::getDeviceProperties(c.q.get_device());

@@ -24,6 +24,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdint>
+
 #include <cub/block/block_reduce.cuh>
 
 #include "../common/masking.h"
@@ -234,6 +236,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> random_masking(
   // Copy in the widest word that divides a patch and the alignment of x (a view may be offset).
   const int64_t bytes = D * x.element_size();
   const auto address = reinterpret_cast<uintptr_t>(x.const_data_ptr());
+  TORCH_CHECK(N * len_keep <= int64_t(INT32_MAX), "ssl_fast::random_masking: the CUDA kernel copies at most 2^31 - 1 ",
+              "patches per call, got N * len_keep = ", N * len_keep);
   auto gather = [&](auto word) {
     using word_t = decltype(word);
     gather_kernel<word_t><<<static_cast<unsigned>(N * len_keep), kThreads, 0, stream>>>(
