@@ -708,14 +708,20 @@ def test_cuda_torch_compile_fullgraph(gen, cuda_kernel):
 def test_cuda_torch_compile_reduce_overhead(gen, cuda_kernel):
     """CUDA graphs: the kernels allocate through torch and launch on the current stream,
     so recording and replays give the eager results."""
+    from torch._dynamo.utils import counters
+
     cuda_kernel(None)
     f, inputs = _compile_case(gen, cuda_kernel.dtype, learned_scale=False)
+    counters.clear()
     compiled = torch.compile(f, mode="reduce-overhead")
     eager, eager_grads = value_and_grads(f, *inputs)
     for _ in range(3):  # warm-up, recording, replay
         comp, comp_grads = value_and_grads(compiled, *inputs)
         torch.testing.assert_close(comp, eager)
         torch.testing.assert_close(comp_grads, eager_grads)
+    # Else Inductor ran the graphs without CUDA graphs, and the test checked nothing more
+    # than the fullgraph one.
+    assert counters["inductor"]["cudagraph_skips"] == 0
 
 
 @requires_cuda
