@@ -22,7 +22,7 @@ CUDA_TORCH_SPEC ?= torch==2.14.1
 CUDA_PY := $(abspath $(CUDA_VENV))/bin/python
 CUDA_BUILD := build/cuda-check
 
-.PHONY: all venv test-venv build test bench demo demo-all lint cuda-check clean
+.PHONY: all venv test-venv build test bench demo demo-all lint cuda-check cxx17-check clean
 
 all: test
 
@@ -78,6 +78,11 @@ cuda-check: $(CUDA_VENV)/.ready
 	# Every op of a family with a csrc/cuda source must have a CUDA kernel in the built binary.
 	cd $(CUDA_BUILD) && PYTHONPATH=$$(ls -d $(CURDIR)/$(CUDA_BUILD)/lib.*) $(CUDA_PY) -m ssl_fast info
 	cd $(CUDA_BUILD) && PYTHONPATH=$$(ls -d $(CURDIR)/$(CUDA_BUILD)/lib.*) $(CUDA_PY) $(CURDIR)/.ci/cuda_kernels.py
+
+# `make cxx17-check`: every source parses as C++17 against torch 2.11's headers. torch 2.11
+# and older build extensions as C++17; cuda-check's newer torch builds them as C++20.
+cxx17-check: $(CUDA_VENV)/.ready
+	.ci/cxx17_check.sh $(CUDA_PY)
 
 clean:
 	rm -rf build ssl_fast/*.so .pytest_cache

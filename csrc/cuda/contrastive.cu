@@ -41,10 +41,11 @@
 // Known costs of this stage: GEMMs of rows x cols x dim, 2 without k (halves of the
 // forward, the recompute, and the row and column products) and 4 with k and dk; 16-bit
 // inputs multiplied in fp32 (fp32 GEMMs follow torch's matmul precision setting, so TF32
-// only where the user allows it); the logits written and read once per epilogue; and a host synchronisation when
-// scale is a CUDA tensor (it is read once by check_contrastive_call). exclude is
-// range-checked by the CPU kernel only; in both CUDA stages an entry outside [0, cols)
-// excludes nothing (it is compared, never used as an index).
+// only where the user allows it); the logits written and read once per epilogue; and a
+// host synchronisation when scale is a CUDA tensor (it is read once by
+// check_contrastive_call). exclude is range-checked by the CPU kernel only; in both CUDA
+// stages an entry outside [0, cols) excludes nothing (it is compared, never used as an
+// index).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -260,7 +261,8 @@ struct GradInputs {
   const T* row_lse;
   const T* grad_col;  // nullptr: no column term; without k, grad_row
   const T* col_lse;   // without k, row_lse
-  double* g_dot_s;    // per global row, sum_j G_ij s_ij; nullptr when d scale is not wanted
+  double* g_dot_s;    // per strip row, sum_j G_ij s_ij over its strip (see gradient_kernel);
+                      // nullptr when d scale is not wanted
 };
 
 // Overwrites strip row blockIdx.x of the logits with G_ij = g_i exp(s_ij - lse_i)
@@ -373,8 +375,8 @@ void forward(const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& k
   });
 }
 
-// dqn (when defined; zeroed by the caller) and dkn (when defined, with k; zeroed) from
-// the lse gradients in `in`; in.g_dot_s, when set, receives the per-row partials of
+// dqn (when defined; overwritten) and dkn (when defined, with k; zeroed by the caller)
+// from the lse gradients in `in`; in.g_dot_s, when set, receives the per-row partials of
 // d scale.
 template <typename T>
 void backward(
@@ -395,9 +397,13 @@ void backward(
     gradient_kernel<<<blocks(b, 1), kThreads, 0, stream>>>(st, c.self() ? b : width, in);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (dqn.defined()) {
-      dqn.narrow(0, r0, b).addmm_(s, k_strip, 1, c.scale);
+      // beta 0 where nothing was written yet: without k, the first strip writes every row
+      // (its own, then the rest as columns) and later ones add; with k, each strip writes
+      // its own rows.
+      const int beta = c.self() && r0 > 0 ? 1 : 0;
+      dqn.narrow(0, r0, b).addmm_(s, k_strip, beta, c.scale);
       if (c.self() && width > b) {  // the rows after the strip, as columns
-        dqn.narrow(0, r0 + b, width - b).addmm_(s.narrow(1, b, width - b).t(), q_strip, 1, c.scale);
+        dqn.narrow(0, r0 + b, width - b).addmm_(s.narrow(1, b, width - b).t(), q_strip, beta, c.scale);
       }
     }
     if (dkn.defined()) dkn.addmm_(s.t(), q_strip, 1, c.scale);
@@ -440,9 +446,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_lse_backward(
   const bool want_q = output_mask[0], want_k = output_mask[1] && !c.self(), want_scale = output_mask[2];
   const bool lse_grads = g.grad_row.defined() || g.grad_col.defined();
   const auto acc_opts = g.qn.options();
-  // Zeroed: stage 1 adds to them strip by strip, and without lse gradients nothing
-  // reaches qn or kn from the logits.
-  at::Tensor dqn = want_q ? at::zeros_like(g.qn) : at::Tensor();
+  // Without lse gradients nothing reaches qn or kn from the logits.
+  at::Tensor dqn = want_q ? (lse_grads ? at::empty_like(g.qn) : at::zeros_like(g.qn)) : at::Tensor();
   at::Tensor dkn = want_k ? at::zeros_like(g.kn) : at::Tensor();
   at::Tensor dscale = want_scale ? at::zeros({}, acc_opts.dtype(at::kDouble)) : at::Tensor();
   if (lse_grads && (want_q || want_k || want_scale)) {
