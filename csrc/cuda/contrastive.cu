@@ -39,9 +39,11 @@
 // no atomics are used: results are bitwise repeatable on a given card.
 //
 // Known costs of this stage: GEMMs of rows x cols x dim, 2 without k (halves of the
-// forward, the recompute, and the row and column products) and 4 with k and dk; 16-bit
-// inputs multiplied in fp32 (fp32 GEMMs follow torch's matmul precision setting, so TF32
-// only where the user allows it); the logits written and read once per epilogue; and a
+// forward, the recompute, and the row and column products) and 4 with k and dk, on the
+// tensor cores for 16-bit inputs (fp16: the logits only, see Operands) and in fp32
+// otherwise (following torch's matmul precision setting, so TF32 only where the user
+// allows it); the logits written and read once per epilogue (and converted to bf16 for
+// the products of bf16 inputs); and a
 // host synchronisation when scale is a CUDA tensor (it is read once by
 // check_contrastive_call). exclude is range-checked by the CPU kernel only; in both CUDA
 // stages an entry outside [0, cols) excludes nothing (it is compared, never used as an
@@ -332,6 +334,49 @@ bool use_fused(const ContrastiveCall& c) {
   return kernel == "fused" && fused_supported(c);
 }
 
+// The GEMM operands of a call. 16-bit inputs multiply on the tensor cores in their own
+// type with fp32 results (aten::mm.dtype), as the fused kernels and the materialised
+// formula do: their unit rows are rounded back to that type, the query side multiplied
+// by scale first (exact in the exponent range: bf16 always, fp16 up to kHalfScaleMax).
+// Other calls multiply the unit rows themselves, alpha = scale. `grads`: the gradient
+// products too (bf16 only: an fp16 G could overflow or flush, so fp16 keeps the fp32 G).
+struct Operands {
+  at::Tensor q, k;  // 16-bit: scale * qn and the keys; else undefined
+  bool grads;
+  bool low() const { return q.defined(); }
+};
+
+constexpr double kHalfScaleMax = 1e4;  // scale * |qn_i| stays far below fp16's 65504
+
+Operands operands(const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& keys) {
+  const at::ScalarType type = c.q.scalar_type();
+  if (!(type == at::kBFloat16 || (type == at::kHalf && c.scale <= kHalfScaleMax))) return {};
+  return {(qn * c.scale).to(type), keys.to(type), type == at::kBFloat16};
+}
+
+// dst = beta dst + alpha a b, beta 0 or 1; a and b 16-bit (fp32 results) or of dst's type.
+void gemm_into(at::Tensor dst, const at::Tensor& a, const at::Tensor& b, int beta, double alpha) {
+  if (a.scalar_type() == dst.scalar_type()) {
+    dst.addmm_(a, b, beta, alpha);
+  } else if (beta == 0) {
+    at::mm_out(dst, a, b, dst.scalar_type());
+    if (alpha != 1) dst.mul_(alpha);
+  } else {
+    dst.add_(at::mm(a, b, dst.scalar_type()), alpha);
+  }
+}
+
+// s = scale * (rows r0 + [0, b) of the queries) . (rows c0 + [0, width) of the keys)^T.
+void logits_into(
+    at::Tensor& s, const ContrastiveCall& c, const Operands& o, const at::Tensor& qn, const at::Tensor& keys,
+    int64_t r0, int64_t b, int64_t c0, int64_t width) {
+  if (o.low()) {
+    at::mm_out(s, o.q.narrow(0, r0, b), o.k.narrow(0, c0, width).t(), s.scalar_type());
+  } else {
+    at::addmm_out(s, s, qn.narrow(0, r0, b), keys.narrow(0, c0, width).t(), 0, c.scale);  // beta 0: s not read
+  }
+}
+
 // The strips of a call, in order: f(r0, b, c0) for rows r0 + [0, b) against columns
 // from c0 (r0 without k: the symmetric form, see the head of this file; else 0).
 template <typename F>
@@ -354,11 +399,12 @@ void forward(const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& k
   T* run_max = want_cols ? running[0].data_ptr<T>() : nullptr;
   T* run_sum = want_cols ? running[1].data_ptr<T>() : nullptr;
   const Exclusion ex = exclusion_of(c);
+  const Operands o = operands(c, qn, keys);
   const auto stream = at::cuda::getCurrentCUDAStream();
   for_each_strip(c, strip, [&](int64_t r0, int64_t b, int64_t c0) {
     const int64_t width = c.cols - c0;
     at::Tensor s = buf.narrow(0, 0, b * width).view({b, width});
-    at::addmm_out(s, s, qn.narrow(0, r0, b), keys.narrow(0, c0, width).t(), 0, c.scale);  // beta 0: s is not read
+    logits_into(s, c, o, qn, keys, r0, b, c0, width);
     const Strip<T> st{s.data_ptr<T>(), width, r0, c0};
     row_lse_kernel<<<blocks(b, 1), kThreads, 0, stream>>>(
         st, ex, c.self() ? run_max : nullptr, c.self() ? run_sum : nullptr, row.data_ptr<T>());
@@ -384,29 +430,34 @@ void backward(
     at::Tensor& dkn) {
   const int64_t strip = strip_rows(c.rows, c.cols, sizeof(T));
   at::Tensor buf = at::empty({strip * c.cols}, qn.options());
+  const Operands o = operands(c, qn, keys);
   const auto stream = at::cuda::getCurrentCUDAStream();
   // Every product adds, strip after strip on one stream: deterministic.
   for_each_strip(c, strip, [&](int64_t r0, int64_t b, int64_t c0) {
     const int64_t width = c.cols - c0;
     at::Tensor s = buf.narrow(0, 0, b * width).view({b, width});
-    const at::Tensor q_strip = qn.narrow(0, r0, b);
-    const at::Tensor k_strip = keys.narrow(0, c0, width);
-    at::addmm_out(s, s, q_strip, k_strip.t(), 0, c.scale);
+    logits_into(s, c, o, qn, keys, r0, b, c0, width);
     // Without k, the columns past the diagonal block count twice in G . s.
     const Strip<T> st{s.data_ptr<T>(), width, r0, c0};
     gradient_kernel<<<blocks(b, 1), kThreads, 0, stream>>>(st, c.self() ? b : width, in);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    // The products: scale G keys for the queries, scale G^T queries for the keys; with
+    // 16-bit operands the query side already holds scale.
+    const at::Tensor g = o.grads ? s.to(o.q.scalar_type()) : s;
+    const at::Tensor k_strip = o.grads ? o.k.narrow(0, c0, width) : keys.narrow(0, c0, width);
+    const at::Tensor q_strip = o.grads ? o.q.narrow(0, r0, b) : qn.narrow(0, r0, b);
+    const double q_alpha = o.grads ? 1.0 : c.scale;
     if (dqn.defined()) {
       // beta 0 where nothing was written yet: without k, the first strip writes every row
       // (its own, then the rest as columns) and later ones add; with k, each strip writes
       // its own rows.
       const int beta = c.self() && r0 > 0 ? 1 : 0;
-      dqn.narrow(0, r0, b).addmm_(s, k_strip, beta, c.scale);
+      gemm_into(dqn.narrow(0, r0, b), g, k_strip, beta, c.scale);
       if (c.self() && width > b) {  // the rows after the strip, as columns
-        dqn.narrow(0, r0 + b, width - b).addmm_(s.narrow(1, b, width - b).t(), q_strip, beta, c.scale);
+        gemm_into(dqn.narrow(0, r0 + b, width - b), g.narrow(1, b, width - b).t(), q_strip, beta, q_alpha);
       }
     }
-    if (dkn.defined()) dkn.addmm_(s.t(), q_strip, 1, c.scale);
+    if (dkn.defined()) gemm_into(dkn, g.t(), q_strip, 1, q_alpha);
   });
 }
 
