@@ -43,7 +43,8 @@
 // tensor cores for 16-bit inputs (fp16: the logits only, see Operands) and in fp32
 // otherwise (following torch's matmul precision setting, so TF32 only where the user
 // allows it); the logits written and read once per epilogue (and converted to bf16 for
-// the products of bf16 inputs); and a
+// the products of bf16 inputs, whose accumulating products go through a temporary, see
+// gemm_into); and a
 // host synchronisation when scale is a CUDA tensor (it is read once by
 // check_contrastive_call). exclude is range-checked by the CPU kernel only; in both CUDA
 // stages an entry outside [0, cols) excludes nothing (it is compared, never used as an
@@ -337,24 +338,30 @@ bool use_fused(const ContrastiveCall& c) {
 // The GEMM operands of a call. 16-bit inputs multiply on the tensor cores in their own
 // type with fp32 results (aten::mm.dtype), as the fused kernels and the materialised
 // formula do: their unit rows are rounded back to that type, the query side multiplied
-// by scale first (exact in the exponent range: bf16 always, fp16 up to kHalfScaleMax).
-// Other calls multiply the unit rows themselves, alpha = scale. `grads`: the gradient
-// products too (bf16 only: an fp16 G could overflow or flush, so fp16 keeps the fp32 G).
+// by scale first (same relative precision; fp16 only while scale neither overflows it nor
+// pushes components into its subnormals). Other calls multiply the unit rows themselves,
+// alpha = scale; so do cards before sm_80 and fp16 while torch allows fp16 accumulation
+// (cuBLAS then refuses 16-bit inputs with fp32 results). `grads`: the gradient products
+// too (bf16 only: an fp16 G could overflow or flush, so fp16 keeps the fp32 G).
 struct Operands {
   at::Tensor q, k;  // 16-bit: scale * qn and the keys; else undefined
   bool grads;
   bool low() const { return q.defined(); }
 };
 
-constexpr double kHalfScaleMax = 1e4;  // scale * |qn_i| stays far below fp16's 65504
+constexpr double kHalfScaleMin = 1.0 / 16, kHalfScaleMax = 1e4;
 
 Operands operands(const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& keys) {
   const at::ScalarType type = c.q.scalar_type();
-  if (!(type == at::kBFloat16 || (type == at::kHalf && c.scale <= kHalfScaleMax))) return {};
+  const bool half = type == at::kHalf && c.scale >= kHalfScaleMin && c.scale <= kHalfScaleMax &&
+                    !at::globalContext().allowFP16AccumulationCuBLAS();
+  if (!(type == at::kBFloat16 || half) || at::cuda::getCurrentDeviceProperties()->major < 8) return {};
   return {(qn * c.scale).to(type), keys.to(type), type == at::kBFloat16};
 }
 
 // dst = beta dst + alpha a b, beta 0 or 1; a and b 16-bit (fp32 results) or of dst's type.
+// The 16-bit products cannot accumulate into fp32 (aten::addmm.dtype takes its addend in
+// the inputs' type): beta 1 goes through a temporary of dst's size and an add.
 void gemm_into(at::Tensor dst, const at::Tensor& a, const at::Tensor& b, int beta, double alpha) {
   if (a.scalar_type() == dst.scalar_type()) {
     dst.addmm_(a, b, beta, alpha);
@@ -441,6 +448,7 @@ void backward(
     const Strip<T> st{s.data_ptr<T>(), width, r0, c0};
     gradient_kernel<<<blocks(b, 1), kThreads, 0, stream>>>(st, c.self() ? b : width, in);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (!dqn.defined() && !dkn.defined()) return;  // d scale alone
     // The products: scale G keys for the queries, scale G^T queries for the keys; with
     // 16-bit operands the query side already holds scale.
     const at::Tensor g = o.grads ? s.to(o.q.scalar_type()) : s;

@@ -161,7 +161,8 @@ def nt_xent(
     z = normalize(cat(z0, z1)); the loss of row i is logsumexp_{j != i}(z_i . z_j / t)
     minus z_i . z_{i+N} / t (and z_{i+N} pairs with z_i). reduction: 'mean' over the 2N
     rows, 'sum', or 'none' (the 2N row losses, z0's rows first). Inputs may be float16,
-    bfloat16 (computed in float32), float32 or float64; the result has their dtype.
+    bfloat16 (accumulated in float32; on CUDA the unit rows are multiplied in the inputs'
+    type), float32 or float64; the result has their dtype.
 
     gather_distributed: under torch.distributed, each rank's rows are contrasted with the
     embeddings of all ranks of `group` (equal batch sizes on every rank); gradients reach
