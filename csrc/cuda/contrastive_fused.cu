@@ -50,6 +50,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
+#include <torch/version.h>
 
 #include <cmath>
 #include <cstdint>
@@ -415,10 +416,15 @@ void launch(Kernel kernel, int64_t own_rows, size_t smem, Args... args) {
 bool fused_supported(const ContrastiveCall& c) {
   const at::ScalarType type = c.q.scalar_type();
   // fp32: the setting torch's own fp32 matmuls follow (torch.set_float32_matmul_precision,
-  // torch.backends.cuda.matmul.fp32_precision, and at::NoTF32Guard as cuBLAS calls do).
-  const bool tf32 = at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) ==
-                        at::Float32Precision::TF32 &&
-                    !at::NoTF32Guard::should_disable_tf32();
+  // torch.backends.cuda.matmul.fp32_precision, and at::NoTF32Guard as cuBLAS calls do);
+  // before torch 2.10, allow_tf32.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 10)
+  const bool allowed = at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) ==
+                       at::Float32Precision::TF32;
+#else
+  const bool allowed = at::globalContext().allowTF32CuBLAS();
+#endif
+  const bool tf32 = allowed && !at::NoTF32Guard::should_disable_tf32();
   const bool tensor_cores = type == at::kHalf || type == at::kBFloat16 || (type == at::kFloat && tf32);
   if (!tensor_cores || c.dim > kMaxDim) return false;
   const cudaDeviceProp* prop = at::cuda::getDeviceProperties(c.q.get_device());
