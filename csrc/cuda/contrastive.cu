@@ -384,17 +384,24 @@ void logits_into(
   }
 }
 
-// The strips of a call, in order: f(r0, b, c0) for rows r0 + [0, b) against columns
-// from c0 (r0 without k: the symmetric form, see the head of this file; else 0).
-template <typename F>
-void for_each_strip(const ContrastiveCall& c, int64_t strip, F&& f) {
-  for (int64_t r0 = 0; r0 < c.rows; r0 += strip) f(r0, std::min(strip, c.rows - r0), c.self() ? r0 : int64_t(0));
+// The strips of a call, in order: rows r0 + [0, b) against columns c0 + [0, width) (c0 =
+// r0 without k: the symmetric form, see the head of this file; else 0). Computes each
+// strip's logits into s [b, width], one buffer for all strips, then calls f(s, strip, b).
+template <typename T, typename F>
+void for_each_strip(
+    const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& keys, const Operands& o, F&& f) {
+  const int64_t height = strip_rows(c.rows, c.cols, sizeof(T));
+  at::Tensor buf = at::empty({height * c.cols}, qn.options());
+  for (int64_t r0 = 0; r0 < c.rows; r0 += height) {
+    const int64_t b = std::min(height, c.rows - r0), c0 = c.self() ? r0 : 0, width = c.cols - c0;
+    at::Tensor s = buf.narrow(0, 0, b * width).view({b, width});
+    logits_into(s, c, o, qn, keys, r0, b, c0, width);
+    f(s, Strip<T>{s.data_ptr<T>(), width, r0, c0}, b);
+  }
 }
 
 template <typename T>
 void forward(const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& keys, at::Tensor& row, at::Tensor& col) {
-  const int64_t strip = strip_rows(c.rows, c.cols, sizeof(T));
-  at::Tensor buf = at::empty({strip * c.cols}, qn.options());
   // Running column statistics: of the keys for col_lse, or, without k, of the rows after
   // each strip.
   const bool want_cols = c.self() || col.numel() > 0;
@@ -406,13 +413,9 @@ void forward(const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& k
   T* run_max = want_cols ? running[0].data_ptr<T>() : nullptr;
   T* run_sum = want_cols ? running[1].data_ptr<T>() : nullptr;
   const Exclusion ex = exclusion_of(c);
-  const Operands o = operands(c, qn, keys);
   const auto stream = at::cuda::getCurrentCUDAStream();
-  for_each_strip(c, strip, [&](int64_t r0, int64_t b, int64_t c0) {
-    const int64_t width = c.cols - c0;
-    at::Tensor s = buf.narrow(0, 0, b * width).view({b, width});
-    logits_into(s, c, o, qn, keys, r0, b, c0, width);
-    const Strip<T> st{s.data_ptr<T>(), width, r0, c0};
+  for_each_strip<T>(c, qn, keys, operands(c, qn, keys), [&](const at::Tensor&, const Strip<T>& st, int64_t b) {
+    const int64_t width = st.width, r0 = st.r0, c0 = st.c0;
     row_lse_kernel<<<blocks(b, 1), kThreads, 0, stream>>>(
         st, ex, c.self() ? run_max : nullptr, c.self() ? run_sum : nullptr, row.data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -435,17 +438,12 @@ template <typename T>
 void backward(
     const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& keys, const GradInputs<T>& in, at::Tensor& dqn,
     at::Tensor& dkn) {
-  const int64_t strip = strip_rows(c.rows, c.cols, sizeof(T));
-  at::Tensor buf = at::empty({strip * c.cols}, qn.options());
   const Operands o = operands(c, qn, keys);
   const auto stream = at::cuda::getCurrentCUDAStream();
   // Every product adds, strip after strip on one stream: deterministic.
-  for_each_strip(c, strip, [&](int64_t r0, int64_t b, int64_t c0) {
-    const int64_t width = c.cols - c0;
-    at::Tensor s = buf.narrow(0, 0, b * width).view({b, width});
-    logits_into(s, c, o, qn, keys, r0, b, c0, width);
+  for_each_strip<T>(c, qn, keys, o, [&](const at::Tensor& s, const Strip<T>& st, int64_t b) {
+    const int64_t width = st.width, r0 = st.r0, c0 = st.c0;
     // Without k, the columns past the diagonal block count twice in G . s.
-    const Strip<T> st{s.data_ptr<T>(), width, r0, c0};
     gradient_kernel<<<blocks(b, 1), kThreads, 0, stream>>>(st, c.self() ? b : width, in);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (!dqn.defined() && !dkn.defined()) return;  // d scale alone

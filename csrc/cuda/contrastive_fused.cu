@@ -247,6 +247,27 @@ __device__ __forceinline__ float gradient_multiplier(float g_max) {
 #define SSL_FAST_FUSED_UNSUPPORTED_ARCH 1
 #endif
 
+// What both kernels start from: the CTA's regions of dynamic shared memory (own rows,
+// swept rows, fp32 logits), its first own row a0, and the calling thread's own row a,
+// which it reduces as part `part` of kRowParts.
+template <typename E, int DP>
+struct Block {
+  E* own;
+  E* swept;
+  float* s;
+  int64_t a0, a;
+  int r, part;
+
+  __device__ explicit Block(unsigned char* smem)
+      : own(reinterpret_cast<E*>(smem)),
+        swept(reinterpret_cast<E*>(smem + Smem<E, DP>::rows_bytes)),
+        s(reinterpret_cast<float*>(smem + 2 * Smem<E, DP>::rows_bytes)),
+        a0(int64_t(blockIdx.x) * kTile),
+        a(a0 + threadIdx.x / kRowParts),
+        r(threadIdx.x / kRowParts),
+        part(threadIdx.x % kRowParts) {}
+};
+
 // lse of every own row over the swept rows (blockIdx.x: own rows kTile blockIdx.x + [0, kTile)).
 // shift: c of the shared shift, or -inf for running maxima.
 template <typename E, int DP>
@@ -257,12 +278,9 @@ __global__ void __launch_bounds__(kThreads) lse_kernel(Sweep<E> sw, float shift,
   using L = Smem<E, DP>;
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int64_t skip[kTile];
-  E* own = reinterpret_cast<E*>(smem);
-  E* swept = reinterpret_cast<E*>(smem + L::rows_bytes);
-  float* s = reinterpret_cast<float*>(smem + 2 * L::rows_bytes);
-  const int64_t a0 = int64_t(blockIdx.x) * kTile;
-  const int r = threadIdx.x / kRowParts, part = threadIdx.x % kRowParts;
-  const int64_t a = a0 + r, a_skip = own_skip(sw, a);
+  const Block<E, DP> k(smem);
+  const auto [own, swept, s, a0, a, r, part] = k;
+  const int64_t a_skip = own_skip(sw, a);
   load_rows<E, DP>(own, sw.own + a0 * DP);
   MaxSum<float> acc{shift, 0.f};
   for (int64_t b0 = 0; b0 < sw.n_swept; b0 += kTile) {
@@ -295,13 +313,10 @@ __global__ void __launch_bounds__(kThreads) gradient_kernel(
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int64_t skip[kTile];
   __shared__ float2 swept_term[kTile];
-  E* own = reinterpret_cast<E*>(smem);
-  E* swept = reinterpret_cast<E*>(smem + L::rows_bytes);
-  float* s = reinterpret_cast<float*>(smem + 2 * L::rows_bytes);
+  const Block<E, DP> k(smem);
+  const auto [own, swept, s, a0, a, r, part] = k;
   E* g = reinterpret_cast<E*>(smem + L::forward_bytes);
-  const int64_t a0 = int64_t(blockIdx.x) * kTile;
-  const int r = threadIdx.x / kRowParts, part = threadIdx.x % kRowParts;
-  const int64_t a = a0 + r, a_skip = own_skip(sw, a);
+  const int64_t a_skip = own_skip(sw, a);
   const float2 mine = term_of(own_t, a, sw.n_own);
   const float mult = gradient_multiplier(*g_max);
   load_rows<E, DP>(own, sw.own + a0 * DP);
