@@ -91,3 +91,14 @@ def empty_cache() -> None:
 def build_info() -> dict:
     """How the loaded extension was built; empty when it did not load."""
     return dict(_C.build_info()) if LOADED else {}
+
+
+def cpu_isa() -> str | None:
+    """The instruction set the CPU kernels' tile GEMMs run with ("avx512", "avx2" or
+    "baseline"; SSL_FAST_CPU_ISA may name a lower one); None without the extension."""
+    if not LOADED:
+        return None
+    try:
+        return _C.cpu_isa()
+    except RuntimeError as exc:  # an unknown SSL_FAST_CPU_ISA
+        raise ValueError(str(exc)) from None

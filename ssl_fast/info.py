@@ -17,5 +17,6 @@ def backend_info() -> dict:
         "cuda_available": torch.cuda.is_available(),
         "backend": _ext.backend_mode(),
         "extension": {"loaded": _ext.LOADED, "error": _ext.LOAD_ERROR, **_ext.build_info()},
+        "cpu_isa": _ext.cpu_isa(),
         "ops": {op: {"cpu": _ext.has_kernel(op, "cpu"), "cuda": _ext.has_kernel(op, "cuda")} for op in OPS},
     }

@@ -10,6 +10,7 @@ from torch import nn
 from .distributed import gather
 from .ops.contrastive import _scale as _scale_of
 from .ops.contrastive import contrastive_lse, info_nce, nt_xent
+from .ops.reduction import reduce_rows, row_dot
 from .ops.regression_loss import mse_loss, smooth_l1_loss
 
 
@@ -99,8 +100,8 @@ class NTXentLoss(nn.Module):
         out1 = nn.functional.normalize(out1, dim=1)
         negatives = self.bank.to(device=out0.device, dtype=out0.dtype, copy=True)
         qn, _, lse, _ = contrastive_lse(out0, negatives, _scale_of("NTXentLoss", self.temperature))
-        pos = (qn * out1.to(qn.dtype)).sum(-1) / self.temperature
-        loss = (torch.logaddexp(lse, pos) - pos).mean().to(out0.dtype)
+        pos = row_dot(qn, out1.to(qn.dtype)) / self.temperature
+        loss = reduce_rows(torch.logaddexp(lse, pos) - pos, "mean", out0.dtype)
         if out0.requires_grad:
             self._enqueue(out1.detach())
         return loss

@@ -64,7 +64,8 @@ def expected_both() -> list[torch.Tensor]:
 
 def test_backend_info():
     info = ssl_fast.backend_info()
-    assert set(info) == {"torch", "torch_cuda", "cuda_available", "backend", "extension", "ops"}
+    assert set(info) == {"torch", "torch_cuda", "cuda_available", "backend", "extension", "cpu_isa", "ops"}
+    assert info["cpu_isa"] in ("avx512", "avx2", "baseline")
     assert info["torch"] == torch.__version__
     assert info["cuda_available"] == torch.cuda.is_available()
     assert info["backend"] == "auto"

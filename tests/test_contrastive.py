@@ -274,21 +274,6 @@ def test_torch_compile_non_contiguous_input(gen):
     torch.testing.assert_close(comp_grads, eager_grads)
 
 
-def test_repeatable_and_independent_of_thread_count(gen):
-    z0, z1 = views(700, 40, gen, torch.float32)
-    results = []
-    threads = torch.get_num_threads()
-    try:
-        for n in (threads, threads, 1):
-            torch.set_num_threads(n)
-            results.append(value_and_grads(lambda a, b: ssl_fast.nt_xent(a, b, 0.1), z0, z1))
-    finally:
-        torch.set_num_threads(threads)
-    for loss, grads in results[1:]:
-        assert torch.equal(loss, results[0][0])
-        assert all(torch.equal(g, g0) for g, g0 in zip(grads, results[0][1], strict=True))
-
-
 def test_torch_backend_matches_kernel(monkeypatch, gen):
     z0, z1 = views(40, 6, gen, torch.float32)
     kernel = value_and_grads(ssl_fast.nt_xent, z0, z1)
@@ -339,6 +324,92 @@ def test_raw_op_errors(gen):
     for args, message in cases:
         with pytest.raises(RuntimeError, match=message):
             ops.contrastive_lse(*args)
+
+
+# ----------------------------------------------------------------- non-finite inputs
+# A NaN or inf in an embedding makes NaN every loss and gradient that reads it, as in the
+# materialised formula: in every row whose sums take the poisoned row or column, in every
+# reduction, on every path (self, cross with extra keys, symmetric, memory bank).
+
+
+def assert_same_nan(ours, theirs, what: str) -> None:
+    """NaN exactly where the formula has NaN, and close elsewhere."""
+    for k, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert torch.equal(a.isnan(), b.isnan()), f"{what} {k}: NaN at {a.isnan().nonzero().tolist()}, " \
+            f"expected at {b.isnan().nonzero().tolist()}"
+        torch.testing.assert_close(a, b, equal_nan=True, msg=lambda m, k=k: f"{what} {k}: {m}")
+
+
+def poisoned(x: torch.Tensor, index: tuple, value: float) -> torch.Tensor:
+    x = x.detach().clone()
+    x[index] = value
+    return x.requires_grad_()
+
+
+def check_nan(ours_fn, ref_fn, inputs, what: str) -> None:
+    out, grads = value_and_grads(ours_fn, *inputs)
+    ref, ref_grads = value_and_grads(ref_fn, *inputs)
+    assert out.isnan().any(), f"{what}: no NaN came out"
+    assert_same_nan([out, *grads], [ref, *ref_grads], what)
+
+
+NON_FINITE = [float("nan"), float("inf")]
+
+
+def test_non_finite_poisons_the_uninvolved_side_too(gen):
+    """The reported case: one NaN in z0 gave -inf in the rows that only see it as a column."""
+    z0, z1 = views(3, 4, gen, torch.float32)
+    out = ssl_fast.nt_xent(poisoned(z0, (0, 0), float("nan")), z1, 0.5, "none")
+    assert out.isnan().all(), out
+
+
+@pytest.mark.parametrize("value", NON_FINITE, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_non_finite_nt_xent(dtype, reduction, value, device, gen):
+    z0, z1 = views(300, 8, gen, dtype, requires_grad=False)
+    z0 = poisoned(z0.to(device), (5, 3), value)
+    check_nan(
+        lambda a, b: ssl_fast.nt_xent(a, b, 0.5, reduction),
+        lambda a, b: reference.nt_xent(a.double(), b.double(), 0.5, reduction).to(dtype),
+        (z0, z1.to(device).requires_grad_()),
+        f"nt_xent {reduction}",
+    )
+
+
+# Where the non-finite value sits: a query, the positive key of a query, an extra key
+# beyond the M positives (a queue of negatives).
+NON_FINITE_INFO_NCE = {"query": (0, (2, 1)), "positive key": (1, (2, 1)), "extra key": (1, (600, 1))}
+
+
+@pytest.mark.parametrize("value", NON_FINITE, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("symmetric", [False, True], ids=["one-way", "symmetric"])
+@pytest.mark.parametrize("where", NON_FINITE_INFO_NCE, ids=str)
+def test_non_finite_info_nce(where, symmetric, reduction, value, device, gen):
+    side, index = NON_FINITE_INFO_NCE[where]
+    inputs = [randn(300, 8, gen=gen, device=device), randn(700, 8, gen=gen, device=device)]
+    inputs = [poisoned(x, index, value) if k == side else x.requires_grad_() for k, x in enumerate(inputs)]
+    check_nan(
+        lambda q, c: ssl_fast.info_nce(q, c, 0.1, symmetric=symmetric, reduction=reduction),
+        lambda q, c: reference.info_nce(q, c, 0.1, symmetric=symmetric, reduction=reduction),
+        inputs,
+        f"info_nce {where}",
+    )
+
+
+@pytest.mark.parametrize("value", NON_FINITE, ids=str)
+def test_non_finite_in_memory_bank(value, gen):
+    """A NaN that reached the bank: the next losses are NaN, not a finite value with NaN
+    gradients."""
+    torch.manual_seed(0)
+    loss_fn = ssl_fast.NTXentLoss(0.2, memory_bank_size=(16, 4))
+    out0, out1 = views(4, 4, gen, torch.float32)
+    loss_fn(out0, poisoned(out1, (1, 2), value))
+    bank = loss_fn.bank.clone()
+    assert not bank.isfinite().all()
+    out0, out1 = views(4, 4, gen, torch.float32)
+    check_nan(loss_fn, lambda a, b: _memory_bank_reference(a, b, bank, 0.2), (out0, out1), "memory bank")
 
 
 # ----------------------------------------------------------------- NTXentLoss

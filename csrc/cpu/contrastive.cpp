@@ -5,7 +5,8 @@
 // one GEMM into a per-thread buffer, consumed at once by a fused epilogue (exp, sums,
 // gradient factors). Tiles run in rounds in which no two tiles share a row block or a
 // column block, so a round runs in parallel without locks or atomics and every block
-// adds its tiles in round order: results do not depend on the thread count.
+// adds its tiles in round order. The GEMMs are single-threaded and fix the summation
+// order of every element (tile_gemm.h): results do not depend on the thread count.
 //
 // Without k (NT-Xent) the logits are symmetric: only tiles on and above the diagonal
 // are computed, and each off-diagonal tile serves both its row block and its column
@@ -20,7 +21,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "../common/contrastive_args.h"
+#include "tile_gemm.h"
 
 namespace ssl_fast::cpu {
 namespace {
@@ -137,42 +138,55 @@ struct RunningLse {
   }
   void write(acc_t* out) const {
     for (size_t i = 0; i < sum.size(); ++i) {
-      out[i] = sum[i] > 0 ? acc_t(double(shift[i]) + std::log(sum[i])) : -std::numeric_limits<acc_t>::infinity();
+      // An index without terms has sum 0; NaN (from a NaN input) stays NaN.
+      out[i] = sum[i] == 0 ? -std::numeric_limits<acc_t>::infinity() : acc_t(double(shift[i]) + std::log(sum[i]));
     }
   }
 };
 
-// Worker threads do not inherit the caller's dispatch state: skip autograd, as the
-// calling thread does inside a kernel (the saved operands may require grad).
-struct TileThread {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-};
-
-// One call's operands in the accumulation type; kn aliases qn without k.
+// One call's operands in the accumulation type, contiguous [rows or cols, dim]; kn is
+// qn without k.
 template <typename acc_t>
 struct Problem {
-  at::Tensor qn, kn;
-  int64_t rows, cols;
+  const acc_t* qn;
+  const acc_t* kn;
+  int64_t rows, cols, dim;
   const int64_t* exclude;  // per row, -1 for none; nullptr without k or exclude
   bool self;
   acc_t scale;
   bool shared;  // one shift c = scale for every row and column
-  int64_t blocks_q() const { return (rows + kTile - 1) / kTile; }
+  int64_t block_rows;  // rows per row block (kTile, or fewer: cross_block_rows)
+  int64_t blocks_q() const { return (rows + block_rows - 1) / block_rows; }
   int64_t blocks_k() const { return (cols + kTile - 1) / kTile; }
   Rounds rounds() const { return self ? self_rounds(blocks_q()) : cross_rounds(blocks_q(), blocks_k()); }
 };
+
+// Row-block height of the cross form. A round holds one tile per row block, so few
+// queries (a batch against a large bank or queue of keys) would leave one tile per round
+// and one thread busy: they get shorter blocks, down to 32 rows, aiming at 8 per round.
+// The height depends on the shape only, so results stay independent of the thread count.
+int64_t cross_block_rows(int64_t rows) {
+  constexpr int64_t kWanted = 8, kMin = 32, kAlign = 8;
+  const int64_t height = ((rows + kWanted - 1) / kWanted + kAlign - 1) / kAlign * kAlign;
+  return std::clamp(height, kMin, kTile);
+}
+
+// This thread's kTile x kTile buffer of logits; tiles allocate nothing.
+template <typename acc_t>
+acc_t* tile_buffer() {
+  thread_local std::vector<acc_t> buffer(kTile * kTile);
+  return buffer.data();
+}
 
 // A tile's logits scale * qn_I kn_J^T in s (leading dimension kTile), excluded pairs -inf.
 template <typename acc_t>
 struct TileLogits {
   int64_t r0, c0, ni, nj;
   bool diagonal;  // a diagonal tile of the self form
-  TileLogits(const Problem<acc_t>& p, Tile t, at::Tensor& buf)
-      : r0(t.i * kTile), c0(t.j * kTile), ni(std::min(kTile, p.rows - r0)),
+  TileLogits(const Problem<acc_t>& p, Tile t, acc_t* s)
+      : r0(t.i * p.block_rows), c0(t.j * kTile), ni(std::min(p.block_rows, p.rows - r0)),
         nj(std::min(kTile, p.cols - c0)), diagonal(p.self && t.i == t.j) {
-    auto out = buf.narrow(0, 0, ni).narrow(1, 0, nj);
-    at::addmm_out(out, out, p.qn.narrow(0, r0, ni), p.kn.narrow(0, c0, nj).t(), 0, p.scale);  // beta 0: out unread
-    acc_t* s = buf.data_ptr<acc_t>();
+    tile_gemm::nt(ni, nj, p.dim, p.scale, p.qn + r0 * p.dim, p.dim, p.kn + c0 * p.dim, p.dim, s, kTile);
     constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
     if (diagonal) {
       for (int64_t i = 0; i < ni; ++i) s[i * kTile + i] = kNegInf;
@@ -284,12 +298,10 @@ void forward(const Problem<acc_t>& p, bool want_cols, acc_t* row_lse, acc_t* col
   const acc_t c = p.scale;
   for (const auto& round : p.rounds()) {
     at::parallel_for(0, int64_t(round.size()), 1, [&](int64_t begin, int64_t end) {
-      const TileThread guard;
-      at::Tensor buf = at::empty({kTile, kTile}, p.qn.options());
+      acc_t* s = tile_buffer<acc_t>();
       std::vector<acc_t> row_shift(kTile, c), row_sum(kTile), col_shift(kTile, c), col_sum(kTile);
       for (int64_t t = begin; t < end; ++t) {
-        const TileLogits<acc_t> tile(p, round[t], buf);
-        const acc_t* s = buf.data_ptr<acc_t>();
+        const TileLogits<acc_t> tile(p, round[t], s);
         const bool cols_here = p.self ? !tile.diagonal : want_cols;
         tile_sums(s, tile.ni, tile.nj, p.shared, cols_here, c, row_shift.data(), row_sum.data(), col_shift.data(),
                   col_sum.data());
@@ -454,14 +466,16 @@ void check_exclude(const ContrastiveCall& c) {
 template <typename acc_t>
 Problem<acc_t> problem(const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& kn) {
   return Problem<acc_t>{
-      qn,
-      c.self() ? qn : kn,
+      qn.const_data_ptr<acc_t>(),
+      (c.self() ? qn : kn).const_data_ptr<acc_t>(),
       c.rows,
       c.cols,
+      c.dim,
       c.exclude.defined() ? c.exclude.const_data_ptr<int64_t>() : nullptr,
       c.self(),
       acc_t(c.scale),
-      c.scale <= kSharedShiftMax<acc_t>};
+      c.scale <= kSharedShiftMax<acc_t>,
+      c.self() ? kTile : cross_block_rows(c.rows)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> contrastive_lse(
@@ -482,30 +496,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> contrastive_lse(
 }
 
 template <typename acc_t>
-double backward(const Problem<acc_t>& p, const LseGrad<acc_t>& row, const LseGrad<acc_t>& col, at::Tensor& dqn,
-                at::Tensor* dkn, bool want_scale) {
+double backward(const Problem<acc_t>& p, const LseGrad<acc_t>& row, const LseGrad<acc_t>& col, acc_t* dqn,
+                acc_t* dkn, bool want_scale) {
   const Rounds rounds = p.rounds();
+  const int64_t d = p.dim;
   std::vector<double> partial;  // per tile of the schedule, summed in schedule order
   for (const auto& round : rounds) {
     const size_t first = partial.size();
     partial.resize(first + round.size(), 0.0);
     at::parallel_for(0, int64_t(round.size()), 1, [&](int64_t begin, int64_t end) {
-      const TileThread guard;
-      at::Tensor buf = at::empty({kTile, kTile}, p.qn.options());
+      acc_t* g = tile_buffer<acc_t>();
       std::vector<acc_t> col_grad(kTile), col_shift(kTile);
       for (int64_t t = begin; t < end; ++t) {
-        const TileLogits<acc_t> tile(p, round[t], buf);
+        const TileLogits<acc_t> tile(p, round[t], g);
         // Without k a tile is both (I, J) and (J, I): the column side is the row side.
         const double gs = tile_gradient(
-            buf.data_ptr<acc_t>(), tile.ni, tile.nj, tile.r0, tile.c0, row, p.self ? row : col, p.scale, p.shared,
-            want_scale, col_grad.data(), col_shift.data());
+            g, tile.ni, tile.nj, tile.r0, tile.c0, row, p.self ? row : col, p.scale, p.shared, want_scale,
+            col_grad.data(), col_shift.data());
         partial[first + t] = tile.diagonal ? gs / 2 : gs;  // a diagonal tile holds each pair twice
-        const at::Tensor g = buf.narrow(0, 0, tile.ni).narrow(1, 0, tile.nj);
-        dqn.narrow(0, tile.r0, tile.ni).addmm_(g, p.kn.narrow(0, tile.c0, tile.nj), 1, p.scale);
-        if (p.self && !tile.diagonal) {
-          dqn.narrow(0, tile.c0, tile.nj).addmm_(g.t(), p.qn.narrow(0, tile.r0, tile.ni), 1, p.scale);
-        } else if (dkn != nullptr) {
-          dkn->narrow(0, tile.c0, tile.nj).addmm_(g.t(), p.qn.narrow(0, tile.r0, tile.ni), 1, p.scale);
+        // d qn_I += scale G kn_J; d kn_J (or, without k, d qn_J) += scale G^T qn_I.
+        tile_gemm::acc(false, tile.ni, d, tile.nj, p.scale, g, kTile, p.kn + tile.c0 * d, d, dqn + tile.r0 * d, d);
+        acc_t* dcols = p.self ? (tile.diagonal ? nullptr : dqn) : dkn;
+        if (dcols != nullptr) {
+          tile_gemm::acc(true, tile.nj, d, tile.ni, p.scale, g, kTile, p.qn + tile.r0 * d, d, dcols + tile.c0 * d, d);
         }
       }
     });
@@ -545,7 +558,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_lse_backward(
       LseGrad<scalar_t> row, col;
       if (g.grad_row.defined()) row = {g.grad_row.const_data_ptr<scalar_t>(), g.row_lse.const_data_ptr<scalar_t>()};
       if (g.grad_col.defined()) col = {g.grad_col.const_data_ptr<scalar_t>(), g.col_lse.const_data_ptr<scalar_t>()};
-      dscale = backward(problem<scalar_t>(c, g.qn, g.kn), row, col, dqn, want_k ? &dkn : nullptr, output_mask[2]);
+      dscale = backward(problem<scalar_t>(c, g.qn, g.kn), row, col, dqn.data_ptr<scalar_t>(),
+                        want_k ? dkn.data_ptr<scalar_t>() : nullptr, output_mask[2]);
     });
   }
   at::Tensor dq = output_mask[0] ? raw_gradient(dqn, g.grad_qn, c.q, g.qn) : at::Tensor();

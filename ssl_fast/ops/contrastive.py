@@ -14,6 +14,7 @@ import math
 import torch
 
 from .. import _ext, reference
+from .reduction import reduce_rows, row_dot
 
 OPS = ("contrastive_lse", "contrastive_lse_backward")
 _REDUCTIONS = ("mean", "sum", "none")
@@ -134,16 +135,6 @@ def _scale(name: str, temperature: float) -> torch.Tensor:
     return torch.tensor(1.0 / temperature, dtype=torch.float64)
 
 
-def _reduce(rows: torch.Tensor, reduction: str, dtype: torch.dtype) -> torch.Tensor:
-    if reduction == "none":
-        return rows.to(dtype)
-    return (rows.sum() if reduction == "sum" else rows.mean()).to(dtype)
-
-
-def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).sum(-1)
-
-
 # ----------------------------------------------------------------- NT-Xent
 
 
@@ -187,8 +178,8 @@ def nt_xent(
         if distributed.world_size(group) > 1:
             return _nt_xent_gathered(z0, z1, temperature, reduction, group)
     zn, _, lse, _ = contrastive_lse(torch.cat([z0, z1]), None, scale)
-    pos = _row_dot(zn[:n], zn[n:]) / temperature
-    return _reduce(lse - torch.cat([pos, pos]), reduction, dtype)
+    pos = row_dot(zn[:n], zn[n:]) / temperature
+    return reduce_rows(lse - torch.cat([pos, pos]), reduction, dtype)
 
 
 def _nt_xent_gathered(z0, z1, temperature, reduction, group) -> torch.Tensor:
@@ -202,7 +193,7 @@ def _nt_xent_gathered(z0, z1, temperature, reduction, group) -> torch.Tensor:
     exclude = torch.cat([own, own + world_n])  # each row's own copy among the keys
     positive = torch.cat([own + world_n, own])
     qn, kn, lse, _ = contrastive_lse(torch.cat([z0, z1]), keys, _scale("nt_xent", temperature), exclude)
-    return _reduce(lse - _row_dot(qn, kn[positive]) / temperature, reduction, z0.dtype)
+    return reduce_rows(lse - row_dot(qn, kn[positive]) / temperature, reduction, z0.dtype)
 
 
 # ----------------------------------------------------------------- InfoNCE
@@ -267,13 +258,13 @@ def info_nce(
             rows = _info_nce_gathered(query, key, scale, group)
             if symmetric:
                 rows = (rows + _info_nce_gathered(key, query, scale, group)) / 2
-            return _reduce(rows, reduction, dtype)
+            return reduce_rows(rows, reduction, dtype)
     qn, kn, row, col = contrastive_lse(query, key, scale, None, symmetric)
-    pos = _row_dot(qn, kn[: len(qn)] if labels is None else kn[labels]) * scale
+    pos = row_dot(qn, kn[: len(qn)] if labels is None else kn[labels]) * scale
     rows = row - pos
     if symmetric:
         rows = (rows + (col[: len(query)] if labels is None else col[labels]) - pos) / 2
-    return _reduce(rows, reduction, dtype)
+    return reduce_rows(rows, reduction, dtype)
 
 
 def _info_nce_gathered(query, key, scale, group) -> torch.Tensor:
@@ -282,7 +273,7 @@ def _info_nce_gathered(query, key, scale, group) -> torch.Tensor:
 
     own = torch.arange(len(query), device=query.device) + len(query) * distributed.rank(group)
     qn, kn, row, _ = contrastive_lse(query, distributed.gather(key, group), scale, None, False)
-    return row - _row_dot(qn, kn[own]) * scale
+    return row - row_dot(qn, kn[own]) * scale
 
 
 def _check_labels(name: str, labels, m: int, k: int, device: torch.device) -> torch.Tensor | None:

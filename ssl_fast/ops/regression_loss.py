@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from .. import _ext, reference
+from .reduction import reduce_rows
 
 OPS = ("smooth_l1_loss", "mse_loss")
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
@@ -64,7 +65,10 @@ def _mask_weight(
     equal to the masked loss (mean over trailing dims, then over masked positions)."""
     per_position = math.prod(shape[mask.dim() :])
     weight = mask.detach().to(torch.float64 if dtype == torch.float64 else torch.float32)
-    weight = weight / (weight.sum() * per_position) if reduction == "mean" else weight / per_position
+    if reduction == "mean":
+        weight = weight / (reduce_rows(weight.reshape(-1), "sum", weight.dtype) * per_position)
+    else:
+        weight = weight / per_position
     return weight.reshape(tuple(mask.shape) + (1,) * (len(shape) - mask.dim()))
 
 
