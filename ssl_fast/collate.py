@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from .ops.masking import _mask_tokens, _probability, _seed
+from . import _checks
+from .ops.masking import _mask_tokens, _seed
 
 # Padding values of the keys a tokenizer returns; other per-token keys are padded with 0.
 _PAD_VALUES = {"attention_mask": 0, "special_tokens_mask": 1, "token_type_ids": 0}
@@ -53,23 +54,21 @@ class MLMCollator:
                 "MLMCollator: the tokenizer has no mask token (mask_token_id is None), which masked language "
                 "modelling needs; pass mlm=False to train causal language modelling"
             )
-        for what, p in (
-            ("mlm_probability", mlm_probability),
-            ("mask_replace_prob", mask_replace_prob),
-            ("random_replace_prob", random_replace_prob),
-        ):
-            _probability("MLMCollator", what, p)
+        name = "MLMCollator"
+        mlm_probability = _checks.probability(name, "mlm_probability", mlm_probability)
+        mask_replace_prob = _checks.probability(name, "mask_replace_prob", mask_replace_prob)
+        random_replace_prob = _checks.probability(name, "random_replace_prob", random_replace_prob)
         if mask_replace_prob + random_replace_prob > 1:
             raise ValueError(
                 f"MLMCollator: mask_replace_prob + random_replace_prob must be at most 1, got "
                 f"{mask_replace_prob} + {random_replace_prob}"
             )
-        if pad_to_multiple_of is not None and (
-            not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1
-        ):
-            raise ValueError(
-                f"MLMCollator: pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}"
+        if pad_to_multiple_of is not None:
+            pad_to_multiple_of = _checks.integer(
+                name, "pad_to_multiple_of", pad_to_multiple_of, ">= 1", lambda n: n >= 1
             )
+        if seed is not None:
+            seed = _checks.integer(name, "seed", seed)
         self.tokenizer = tokenizer
         self.mlm = mlm
         self.mlm_probability = mlm_probability

@@ -130,11 +130,11 @@ def test_errors():
         ssl_fast.MLMCollator(NoMask())
     with pytest.raises(ValueError, match="only return_tensors='pt' is supported, got 'np'"):
         ssl_fast.MLMCollator(WordTokenizer(), return_tensors="np")
-    with pytest.raises(ValueError, match=r"mlm_probability must be a probability in \[0, 1\], got 2"):
+    with pytest.raises(ValueError, match=r"mlm_probability must be in \[0, 1\], got 2"):
         ssl_fast.MLMCollator(WordTokenizer(), mlm_probability=2)
     with pytest.raises(ValueError, match=r"at most 1, got 0.9 \+ 0.2"):
         ssl_fast.MLMCollator(WordTokenizer(), mask_replace_prob=0.9, random_replace_prob=0.2)
-    with pytest.raises(ValueError, match="pad_to_multiple_of must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="pad_to_multiple_of must be >= 1, got 0"):
         ssl_fast.MLMCollator(WordTokenizer(), pad_to_multiple_of=0)
     with pytest.raises(ValueError, match="need padding, but the tokenizer .*NoPad.* has no pad token"):
         ssl_fast.MLMCollator(NoPad())([[5, 6], [5]])
