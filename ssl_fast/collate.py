@@ -6,16 +6,52 @@ all_special_ids and a length (the vocabulary size) serves.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from .ops.masking import _mask_tokens, _probability, _seed
+from . import _checks
+from .ops.masking import _mask_tokens, _seed
 
 # Padding values of the keys a tokenizer returns; other per-token keys are padded with 0.
 _PAD_VALUES = {"attention_mask": 0, "special_tokens_mask": 1, "token_type_ids": 0}
 _WORKER_STEP = 0x9E3779B97F4A7C15  # an odd 64-bit constant: distinct seeds for distinct workers
+
+
+def _tensor(value: Any, where: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"MLMCollator: {where} must be numbers, got {value!r}") from None
+
+
+def _integral(t: torch.Tensor) -> bool:
+    return not (t.is_floating_point() or t.is_complex())  # bools count as integers here
+
+
+def _rows(values: Sequence[Any], key: str) -> list[torch.Tensor]:
+    """The examples' values of one key as tensors of one dtype: int64 for integers and bools,
+    and for empty sequences, which torch alone would make float32 whatever their neighbours;
+    the promoted dtype where some are floating-point (not allowed in input_ids)."""
+    rows = [_tensor(v, f"example {i}'s {key}") for i, v in enumerate(values)]
+    floats = [r.dtype for r in rows if r.numel() and not _integral(r)]
+    if key == "input_ids":
+        for i, r in enumerate(rows):
+            if r.dim() != 1:
+                raise ValueError(
+                    f"MLMCollator: example {i}'s input_ids must be a 1-D sequence of token ids, "
+                    f"got shape {tuple(r.shape)}"
+                )
+            if r.numel() and (r.dtype == torch.bool or not _integral(r)):
+                raise TypeError(
+                    f"MLMCollator: example {i}'s input_ids must be integer token ids, got dtype {r.dtype}"
+                )
+    dtype = functools.reduce(torch.promote_types, floats) if floats else torch.int64
+    return [r.to(dtype) for r in rows]
 
 
 class MLMCollator:
@@ -27,8 +63,9 @@ class MLMCollator:
     [0, len(tokenizer)), the rest stay; labels are -100 where not selected. mlm=False gives
     labels = input_ids with padding set to -100. examples: dicts with "input_ids" (and
     e.g. attention_mask, special_tokens_mask, which is used for the masking and removed),
-    or plain id sequences. Returns a dict of int64 tensors [B, L] (L the longest example,
-    rounded up to pad_to_multiple_of).
+    or plain id sequences; a sequence may be a list, a tuple, a numpy array or a tensor of
+    any integer dtype, and may be empty. Returns a dict of int64 tensors [B, L] (L the longest
+    example, rounded up to pad_to_multiple_of; other keys with float values stay floating-point).
 
     With seed, each DataLoader worker masks with its own key derived from the seed and its
     worker id, and each batch with the next offset, so that the batches are reproducible;
@@ -53,23 +90,21 @@ class MLMCollator:
                 "MLMCollator: the tokenizer has no mask token (mask_token_id is None), which masked language "
                 "modelling needs; pass mlm=False to train causal language modelling"
             )
-        for what, p in (
-            ("mlm_probability", mlm_probability),
-            ("mask_replace_prob", mask_replace_prob),
-            ("random_replace_prob", random_replace_prob),
-        ):
-            _probability("MLMCollator", what, p)
+        name = "MLMCollator"
+        mlm_probability = _checks.probability(name, "mlm_probability", mlm_probability)
+        mask_replace_prob = _checks.probability(name, "mask_replace_prob", mask_replace_prob)
+        random_replace_prob = _checks.probability(name, "random_replace_prob", random_replace_prob)
         if mask_replace_prob + random_replace_prob > 1:
             raise ValueError(
                 f"MLMCollator: mask_replace_prob + random_replace_prob must be at most 1, got "
                 f"{mask_replace_prob} + {random_replace_prob}"
             )
-        if pad_to_multiple_of is not None and (
-            not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1
-        ):
-            raise ValueError(
-                f"MLMCollator: pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}"
+        if pad_to_multiple_of is not None:
+            pad_to_multiple_of = _checks.integer(
+                name, "pad_to_multiple_of", pad_to_multiple_of, ">= 1", lambda n: n >= 1
             )
+        if seed is not None:
+            seed = _checks.integer(name, "seed", seed)
         self.tokenizer = tokenizer
         self.mlm = mlm
         self.mlm_probability = mlm_probability
@@ -107,7 +142,7 @@ class MLMCollator:
             raise ValueError("MLMCollator: empty batch (no examples)")
         pad_id = getattr(self.tokenizer, "pad_token_id", None)
         if not isinstance(examples[0], Mapping):
-            return {"input_ids": self._pad_rows([torch.as_tensor(e) for e in examples], pad_id)}
+            return {"input_ids": self._pad_rows(_rows(examples, "input_ids"), pad_id)}
         keys = list(examples[0])
         if "input_ids" not in keys:
             raise ValueError(f"MLMCollator: the examples must have 'input_ids', got keys {keys}")
@@ -119,7 +154,7 @@ class MLMCollator:
             if key == "attention_mask" and "attention_mask" not in examples[0]:
                 rows = [torch.ones(len(e["input_ids"]), dtype=torch.int64) for e in examples]
             else:
-                rows = [torch.as_tensor(e[key]) for e in examples]
+                rows = _rows([e[key] for e in examples], key)
             if rows[0].dim() == 0:  # a per-example value, e.g. a class label
                 batch[key] = torch.stack(rows)
             else:

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from . import _checks
 from .distributed import gather
 from .ops.contrastive import _scale as _scale_of
 from .ops.contrastive import contrastive_lse, info_nce, nt_xent
@@ -59,16 +60,21 @@ class NTXentLoss(nn.Module):
         group=None,
     ):
         super().__init__()
-        self.temperature = temperature
         _scale_of("NTXentLoss", temperature)
+        self.temperature = float(temperature)
         self.gather_distributed = gather_distributed
         self.group = group
-        size = (memory_bank_size,) if isinstance(memory_bank_size, int) else tuple(memory_bank_size)
-        if len(size) not in (1, 2) or any(not isinstance(s, int) or s < 0 for s in size):
+        size = (memory_bank_size,) if _checks.is_integer(memory_bank_size) else memory_bank_size
+        if (
+            not isinstance(size, (tuple, list))
+            or len(size) not in (1, 2)
+            or not all(_checks.is_integer(s) and s >= 0 for s in size)
+        ):
             raise ValueError(
                 f"NTXentLoss: memory_bank_size must be 0, a size or (size, dim) of non-negative ints, "
-                f"got {memory_bank_size!r}"
+                f"got {memory_bank_size!r} ({type(memory_bank_size).__name__})"
             )
+        size = tuple(int(s) for s in size)
         self.bank_size = size[0]
         self.register_buffer("bank", None, persistent=False)
         self.register_buffer("bank_ptr", torch.zeros(1, dtype=torch.long), persistent=False)
@@ -140,7 +146,7 @@ class InfoNCELoss(nn.Module):
     ):
         super().__init__()
         _scale_of("InfoNCELoss", temperature)
-        self.temperature = temperature
+        self.temperature = float(temperature)
         self.symmetric = symmetric
         self.reduction = reduction
         self.logit_scale = (

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from test_masking import SIGMAS, within
@@ -130,11 +133,11 @@ def test_errors():
         ssl_fast.MLMCollator(NoMask())
     with pytest.raises(ValueError, match="only return_tensors='pt' is supported, got 'np'"):
         ssl_fast.MLMCollator(WordTokenizer(), return_tensors="np")
-    with pytest.raises(ValueError, match=r"mlm_probability must be a probability in \[0, 1\], got 2"):
+    with pytest.raises(ValueError, match=r"mlm_probability must be in \[0, 1\], got 2"):
         ssl_fast.MLMCollator(WordTokenizer(), mlm_probability=2)
     with pytest.raises(ValueError, match=r"at most 1, got 0.9 \+ 0.2"):
         ssl_fast.MLMCollator(WordTokenizer(), mask_replace_prob=0.9, random_replace_prob=0.2)
-    with pytest.raises(ValueError, match="pad_to_multiple_of must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="pad_to_multiple_of must be >= 1, got 0"):
         ssl_fast.MLMCollator(WordTokenizer(), pad_to_multiple_of=0)
     with pytest.raises(ValueError, match="need padding, but the tokenizer .*NoPad.* has no pad token"):
         ssl_fast.MLMCollator(NoPad())([[5, 6], [5]])
@@ -142,6 +145,98 @@ def test_errors():
         ssl_fast.MLMCollator(WordTokenizer())([])
     with pytest.raises(ValueError, match="must have 'input_ids'"):
         ssl_fast.MLMCollator(WordTokenizer())([{"ids": [5]}])
+
+
+# -- the containers an example may come in ---------------------------------------------------------
+
+ROWS = [[], [1, 7, 8, 2], [1, 9, 2]]  # small ids, so that every integer dtype holds them
+PADDED = torch.tensor([[PAD] * 4, [1, 7, 8, 2], [1, 9, 2, PAD]])
+FORMS = {
+    "list": list,
+    "tuple": tuple,
+    **{
+        f"numpy.{t.__name__}": functools.partial(np.array, dtype=t)
+        for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
+    },
+    **{
+        str(d): functools.partial(torch.tensor, dtype=d)
+        for d in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.uint16)
+    },
+}
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["ids", "dict"])
+@pytest.mark.parametrize("empty", ["first", "last"])
+@pytest.mark.parametrize("form", FORMS)
+def test_any_integer_container_gives_int64(form, empty, as_dict):
+    order = [0, 1, 2] if empty == "first" else [1, 2, 0]
+    rows = [FORMS[form](ROWS[i]) for i in order]
+    if as_dict:
+        rows = [{"input_ids": r} for r in rows]
+    causal = ssl_fast.MLMCollator(WordTokenizer(), mlm=False)(rows)
+    assert causal["input_ids"].dtype == causal["labels"].dtype == torch.int64
+    assert torch.equal(causal["input_ids"], PADDED[order])
+    if as_dict:
+        assert causal["attention_mask"].dtype == torch.int64
+        assert torch.equal(causal["attention_mask"], (PADDED[order] != PAD).long())
+    # Masking sees the same int64 batch as from plain lists of ints, whatever the container.
+    plain = [{"input_ids": ROWS[i]} if as_dict else ROWS[i] for i in order]
+    expected = ssl_fast.MLMCollator(WordTokenizer(), seed=0)(plain)
+    batch = ssl_fast.MLMCollator(WordTokenizer(), seed=0)(rows)
+    assert batch.keys() == expected.keys()
+    for key in batch:
+        assert batch[key].dtype == torch.int64 and torch.equal(batch[key], expected[key]), key
+
+
+def test_other_keys_in_any_container():
+    rows = [
+        {
+            "input_ids": [],
+            "attention_mask": np.array([], np.int32),
+            "special_tokens_mask": torch.tensor([], dtype=torch.bool),
+            "token_type_ids": (),
+            "label": np.int32(3),
+            "weight": 0.5,
+        },
+        {
+            "input_ids": np.array([1, 7, 2], np.int32),
+            "attention_mask": torch.ones(3, dtype=torch.bool),
+            "special_tokens_mask": np.array([1, 0, 1], np.int8),
+            "token_type_ids": [0, 0, 1],
+            "label": 1,
+            "weight": np.float64(2),
+        },
+    ]
+    batch = ssl_fast.MLMCollator(WordTokenizer(), seed=0)(rows)
+    assert list(batch) == ["input_ids", "attention_mask", "token_type_ids", "label", "weight", "labels"]
+    for key in ("input_ids", "attention_mask", "token_type_ids", "label", "labels"):
+        assert batch[key].dtype == torch.int64, key
+    assert torch.equal(batch["attention_mask"], torch.tensor([[0, 0, 0], [1, 1, 1]]))
+    assert torch.equal(batch["token_type_ids"], torch.tensor([[0, 0, 0], [0, 0, 1]]))
+    assert torch.equal(batch["label"], torch.tensor([3, 1]))
+    # Floats stay floating-point, as transformers leaves them (a per-example weight, say).
+    assert torch.equal(batch["weight"], torch.tensor([0.5, 2.0], dtype=torch.float64))
+    assert (batch["labels"][0] == -100).all() and batch["labels"][1, 0] == batch["labels"][1, 2] == -100
+
+
+def test_example_errors():
+    collate = ssl_fast.MLMCollator(WordTokenizer())
+    ids = "MLMCollator: example {}'s input_ids must be "
+    cases = [
+        ([[5, 6], [5.0, 6.5]], TypeError, ids.format(1) + "integer token ids, got dtype torch.float32"),
+        ([{"input_ids": [True]}], TypeError, ids.format(0) + "integer token ids, got dtype torch.bool"),
+        ([np.array([[5, 6]])], ValueError, ids.format(0) + "a 1-D sequence of token ids, got shape (1, 2)"),
+        ([[5, 6], 7], ValueError, ids.format(1) + "a 1-D sequence of token ids, got shape ()"),
+        ([[5, 6], ["a", "b"]], TypeError, ids.format(1) + "numbers, got ['a', 'b']"),
+        (
+            [{"input_ids": [5, 6], "attention_mask": [[1], 1]}],
+            TypeError,
+            "MLMCollator: example 0's attention_mask must be numbers, got [[1], 1]",
+        ),
+    ]
+    for examples, error, message in cases:
+        with pytest.raises(error, match=re.escape(message)):
+            collate(examples)
 
 
 # -- parity with transformers ---------------------------------------------------------------------
@@ -190,3 +285,32 @@ def test_same_batches_as_transformers(hf_tokenizer, with_special_mask):
         within(int(selected.sum()), n, 0.15, f"{who} selected")
         s = int(selected.sum())
         within(int((batch["input_ids"][selected] == MASK).sum()), s, 0.8 + 0.1 / VOCAB, f"{who} masked")
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[], [1, 7, 8, 2]],
+        [np.array([1, 7], np.int32), np.array([1, 7, 8, 2], np.int32)],
+        [(1, 7), (1, 7, 8)],
+        [{"input_ids": []}, {"input_ids": [1, 7, 8, 2]}],
+        [{"input_ids": np.array([1, 7], np.int32)}, {"input_ids": np.array([1, 7, 8, 2], np.int32)}],
+        [
+            {"input_ids": torch.tensor([1, 7], dtype=torch.int32), "token_type_ids": np.array([0, 1], "i1")},
+            {"input_ids": torch.tensor([1, 7, 8], dtype=torch.int16), "token_type_ids": [0, 0, 1]},
+        ],
+    ],
+    ids=["empty first", "numpy int32", "tuples", "dict empty first", "dict numpy int32", "dict torch ints"],
+)
+@pytest.mark.parametrize("mlm", [True, False])
+def test_same_dtypes_as_transformers(hf_tokenizer, rows, mlm):
+    from transformers import DataCollatorForLanguageModeling
+
+    theirs = DataCollatorForLanguageModeling(hf_tokenizer, mlm=mlm, seed=0)(rows)
+    ours = ssl_fast.MLMCollator(hf_tokenizer, mlm=mlm, seed=0)(rows)
+    assert list(ours) == list(theirs)
+    for key in ours:
+        assert ours[key].dtype == theirs[key].dtype == torch.int64, key
+        assert ours[key].shape == theirs[key].shape, key
+        if key != "labels" and not (mlm and key == "input_ids"):  # the masks are random
+            assert torch.equal(ours[key], theirs[key]), key

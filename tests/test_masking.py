@@ -233,18 +233,18 @@ def test_whole_words_are_whole():
 # -- errors a user can make -----------------------------------------------------------------------
 
 ERRORS = [
-    ({"mlm_probability": 1.5}, ValueError, r"mlm_probability must be a probability in \[0, 1\], got 1.5"),
-    ({"mlm_probability": float("nan")}, ValueError, "mlm_probability must be a probability"),
+    ({"mlm_probability": 1.5}, ValueError, r"mask_tokens: mlm_probability must be in \[0, 1\], got 1.5"),
+    ({"mlm_probability": float("nan")}, ValueError, r"mlm_probability must be in \[0, 1\], got nan"),
     (
         {"mask_replace_prob": -0.1},
         ValueError,
-        r"mask_replace_prob must be a probability in \[0, 1\], got -0.1",
+        r"mask_replace_prob must be in \[0, 1\], got -0.1",
     ),
-    ({"random_replace_prob": 2}, ValueError, "random_replace_prob must be a probability"),
+    ({"random_replace_prob": 2}, ValueError, r"random_replace_prob must be in \[0, 1\], got 2"),
     ({"mask_replace_prob": 0.8, "random_replace_prob": 0.3}, ValueError, r"at most 1, got 0.8 \+ 0.3"),
     ({"mask_token_id": VOCAB}, ValueError, r"mask_token_id 1000 is outside the vocabulary \[0, 1000\)"),
     ({"mask_token_id": -1}, ValueError, "mask_token_id -1 is outside the vocabulary"),
-    ({"vocab_size": 0}, ValueError, r"vocab_size must be an int in \[1, 2\^31\), got 0"),
+    ({"vocab_size": 0}, ValueError, r"vocab_size must be in \[1, 2\^31\), got 0"),
     ({"input_ids": torch.ones(2, 3)}, TypeError, "input_ids must be an int64 or int32 tensor.*float32"),
     ({"input_ids": torch.tensor([[5, 1000]])}, ValueError, r"ids outside the vocabulary \[0, 1000\)"),
     ({"input_ids": torch.tensor([[5, -3]])}, ValueError, "ids outside the vocabulary"),
@@ -270,7 +270,7 @@ ERRORS = [
         "exclude_special_from_random needs special_token_ids",
     ),
     ({"seed": 1, "generator": torch.Generator()}, ValueError, "give seed or generator, not both"),
-    ({"seed": 1.5}, TypeError, "seed must be an int, got float"),
+    ({"seed": 1.5}, TypeError, r"seed must be an int, got 1.5 \(float\)"),
 ]
 
 

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .. import _ext, reference
+from .. import _checks, _ext, reference
 from .reduction import reduce_rows, row_dot
 
 OPS = ("contrastive_lse", "contrastive_lse_backward")
@@ -125,14 +125,13 @@ def _check_reduction(name: str, reduction: str) -> None:
 
 def _scale(name: str, temperature: float) -> torch.Tensor:
     """1 / temperature as a 0-dim float64 CPU tensor (the op reads it once)."""
-    if isinstance(temperature, torch.Tensor) or not isinstance(temperature, (int, float)):
+    if isinstance(temperature, torch.Tensor):
         raise TypeError(
-            f"{name}: temperature must be a float, got {type(temperature).__name__}"
-            " (pass a learnable scale as logit_scale)"
+            f"{name}: temperature must be a real number, got {temperature!r} (Tensor); pass a learnable "
+            "scale as logit_scale"
         )
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"{name}: temperature must be positive and finite, got {temperature}")
-    return torch.tensor(1.0 / temperature, dtype=torch.float64)
+    t = _checks.real(name, "temperature", temperature, "> 0 and finite", lambda t: 0 < t < math.inf)
+    return torch.tensor(1.0 / t, dtype=torch.float64)
 
 
 # ----------------------------------------------------------------- NT-Xent

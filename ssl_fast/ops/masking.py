@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .. import _ext, reference
+from .. import _checks, _ext, reference
 
 OPS = ("mask_tokens", "mask_tokens_", "random_masking")
 _ONE = 1 << 32  # probabilities become thresholds on 32-bit random words
@@ -30,16 +30,8 @@ def _seed(name: str, seed: int | None, generator: torch.Generator | None) -> int
                 -(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, generator=gen, device=gen.device
             ).item()
         )
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"{name}: seed must be an int, got {type(seed).__name__}")
-    seed %= 1 << 64
+    seed = _checks.integer(name, "seed", seed) % (1 << 64)
     return seed - (1 << 64) if seed >= 1 << 63 else seed
-
-
-def _probability(name: str, what: str, p: float) -> float:
-    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p <= 1:  # also rejects NaN
-        raise ValueError(f"{name}: {what} must be a probability in [0, 1], got {p!r}")
-    return float(p)
 
 
 def _threshold(p: float) -> int:
@@ -67,8 +59,7 @@ def _special_ids(ids: Iterable[int] | torch.Tensor | None, vocab_size: int, devi
     if ids is None:
         return None
     values = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise TypeError(f"mask_tokens: special_token_ids must be ints, got {values!r}")
+    values = [_checks.integer("mask_tokens", f"special_token_ids[{i}]", v) for i, v in enumerate(values)]
     inside = sorted({v for v in values if 0 <= v < vocab_size})
     return torch.tensor(inside, dtype=torch.int64, device=device)
 
@@ -99,17 +90,17 @@ def _mask_tokens(
         )
     if input_ids.dim() == 0 or input_ids.numel() == 0:
         raise ValueError(f"{name}: empty batch: input_ids has shape {tuple(input_ids.shape)}")
-    p = _probability(name, "mlm_probability", mlm_probability)
-    p_mask = _probability(name, "mask_replace_prob", mask_replace_prob)
-    p_random = _probability(name, "random_replace_prob", random_replace_prob)
+    p = _checks.probability(name, "mlm_probability", mlm_probability)
+    p_mask = _checks.probability(name, "mask_replace_prob", mask_replace_prob)
+    p_random = _checks.probability(name, "random_replace_prob", random_replace_prob)
     if p_mask + p_random > 1:
         raise ValueError(
             f"{name}: mask_replace_prob + random_replace_prob must be at most 1, got "
             f"{p_mask} + {p_random} = {p_mask + p_random}"
         )
-    if not isinstance(vocab_size, int) or not 0 < vocab_size < 1 << 31:
-        raise ValueError(f"{name}: vocab_size must be an int in [1, 2^31), got {vocab_size!r}")
-    if not isinstance(mask_token_id, int) or not 0 <= mask_token_id < vocab_size:
+    vocab_size = _checks.integer(name, "vocab_size", vocab_size, "in [1, 2^31)", lambda v: 0 < v < 1 << 31)
+    mask_token_id = _checks.integer(name, "mask_token_id", mask_token_id)
+    if not 0 <= mask_token_id < vocab_size:
         raise ValueError(
             f"{name}: mask_token_id {mask_token_id!r} is outside the vocabulary [0, {vocab_size})"
         )
@@ -214,8 +205,7 @@ def random_masking(
         raise ValueError(
             f"random_masking: x must be a tensor of shape [N, L, D], got {getattr(x, 'shape', x)!r}"
         )
-    if not isinstance(mask_ratio, (int, float)) or not 0 <= mask_ratio <= 1:
-        raise ValueError(f"random_masking: mask_ratio must be in [0, 1], got {mask_ratio!r}")
+    mask_ratio = _checks.probability("random_masking", "mask_ratio", mask_ratio)
     seed = _seed("random_masking", seed, generator)
     len_keep = int(x.shape[1] * (1 - mask_ratio))
     if not _ext.use_kernel("random_masking", x):

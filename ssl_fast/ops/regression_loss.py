@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .. import _ext, reference
+from .. import _checks, _ext, reference
 from .reduction import reduce_rows
 
 OPS = ("smooth_l1_loss", "mse_loss")
@@ -198,12 +198,13 @@ def smooth_l1_loss(
     positions ('mean'), summed over them ('sum'), or returned per position ('none'). The
     mask receives no gradient; an all-zero mask gives NaN for 'mean', as 0/0.
     """
-    if not beta >= 0:  # also rejects NaN
-        raise ValueError(f"smooth_l1_loss: beta must be >= 0, got {beta}")
+    if isinstance(beta, torch.Tensor) and beta.numel() == 1 and beta.dtype != torch.bool:
+        beta = beta.item()  # as torch's smooth_l1_loss, which reads it as a number (no gradient)
+    beta = _checks.real("smooth_l1_loss", "beta", beta, ">= 0", lambda b: b >= 0)
     input, target, shape = _validate("smooth_l1_loss", input, target, reduction, mask)
     if not _ext.use_kernel("smooth_l1_loss", input):
         return reference.smooth_l1_loss(input, target, beta, reduction, mask)
-    return _run("smooth_l1_loss", (float(beta),), input, target, shape, reduction, mask)
+    return _run("smooth_l1_loss", (beta,), input, target, shape, reduction, mask)
 
 
 def mse_loss(
