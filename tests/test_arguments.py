@@ -343,6 +343,7 @@ def test_memory_bank_size():
             ssl_fast.NTXentLoss(memory_bank_size=value)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # inside torch's inductor
 def test_numpy_scalars_under_torch_compile():
     """torch.compile traces numpy scalars as arrays: the checks cannot accept them in a graph,
     so the function runs eagerly (with the right result) or, under fullgraph, fails saying why."""
