@@ -185,6 +185,38 @@ def test_each_instruction_set(isa):
     assert run.returncode == 0, f"with SSL_FAST_CPU_ISA={isa}:\n{run.stdout[-3000:]}{run.stderr[-2000:]}"
 
 
+def isa_results(dtype) -> list[torch.Tensor]:
+    """NT-Xent and symmetric InfoNCE (own shift) values and gradients on fixed inputs."""
+    gen = torch.Generator().manual_seed(0)
+    z0, z1, q = (randn(n, 40, gen=gen, dtype=dtype) for n in (300, 300, 100))
+    k = randn(700, 40, gen=gen, dtype=dtype)
+    return [
+        *outputs_and_grads(lambda a, b: ssl_fast.nt_xent(a, b, 0.1, "none"), leaves(z0, z1), seed=0),
+        *outputs_and_grads(
+            lambda a, b: ssl_fast.info_nce(a, b, 0.02, symmetric=True, reduction="none"), leaves(q, k), seed=0
+        ),
+    ]
+
+
+@pytest.mark.skipif(not _ext.LOADED or _ext.cpu_isa() != "avx512", reason="needs a CPU with AVX-512")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_avx2_gives_the_bits_of_avx512(dtype, tmp_path):
+    """The two block differently, but every logit is the same chain of fused multiply-adds:
+    machines with either agree to the bit."""
+    root = Path(__file__).resolve().parents[1]
+    script = (
+        "import sys, torch; sys.path.insert(0, 'tests'); import test_determinism as t; "
+        f"torch.save(t.isa_results(torch.{str(dtype).split('.')[1]}), sys.argv[1])"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "avx2.pt")],
+        cwd=root, env={**os.environ, "SSL_FAST_CPU_ISA": "avx2"}, check=True,
+    )
+    theirs = torch.load(tmp_path / "avx2.pt")
+    for k, (a, b) in enumerate(zip(isa_results(dtype), theirs, strict=True)):
+        assert torch.equal(a, b), f"result {k}: AVX2 differs from AVX-512 by {(a - b).abs().max().item():.3g}"
+
+
 @pytest.mark.skipif(not _ext.LOADED, reason="needs ssl_fast._C")
 def test_unknown_instruction_set_is_an_error():
     root = Path(__file__).resolve().parents[1]
