@@ -1,9 +1,11 @@
-"""The trainer: learning, exact resume from an atomic checkpoint, safe loading, NaN stop."""
+"""The trainer: learning, exact resume from atomic periodic checkpoints, safe loading, NaN stop."""
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import re
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from torch.utils.data import TensorDataset
 
 from ssl_fast.models import Autoencoder, SeriesForecaster
 from ssl_fast.train import TrainConfig, Trainer
-from ssl_fast.train.trainer import cosine_with_warmup
+from ssl_fast.train.trainer import cosine_with_warmup, load_checkpoint
 
 
 def _images() -> TensorDataset:
@@ -40,7 +42,8 @@ def test_fit_learns_and_logs(tmp_path):
 
 
 def test_resume_is_exact(tmp_path):
-    straight = Trainer(Autoencoder((64, 32, 8)), _images(), _config(tmp_path / "a"))
+    # Checkpoints after every step change nothing: saving reads the random states, never draws.
+    straight = Trainer(Autoencoder((64, 32, 8)), _images(), _config(tmp_path / "a", checkpoint_every=1))
     straight.fit(progress=False)
 
     first = Trainer(Autoencoder((64, 32, 8)), _images(), _config(tmp_path / "b"))
@@ -62,8 +65,99 @@ def test_checkpoint_cannot_run_code(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": Evil()}, path)
     trainer = Trainer(Autoencoder((64, 32, 8)), _images(), _config(tmp_path))
-    with pytest.raises(Exception, match="Weights only load failed|weights_only"):
+    message = f"cannot read the checkpoint {path}: besides tensors and plain data it holds print, "
+    with pytest.raises(ValueError, match=re.escape(message + "whose loading could run code")):
         trainer.load(path)
+
+
+class _SavingSteps(Trainer):
+    """Records the step of every checkpoint written."""
+
+    def save(self, path=None):
+        self.saved = [*getattr(self, "saved", []), self.step]
+        return super().save(path)
+
+
+@pytest.mark.parametrize(("every", "seconds", "saved"), [
+    (4, 0.0, [4, 8, 12]),  # every 4 steps, the last one once
+    (0, 1e-9, list(range(1, 13))),  # a time interval always past: after every step
+    (0, 3600.0, [12]),  # an hour: only at the end
+    (5, 3600.0, [5, 10, 12]),  # whichever comes first
+])
+def test_periodic_checkpoints(tmp_path, every, seconds, saved):
+    config = _config(tmp_path, checkpoint_every=every, checkpoint_seconds=seconds, tensorboard=False)
+    trainer = _SavingSteps(Autoencoder((64, 8)), _images(), config)
+    trainer.fit(progress=False)
+    assert trainer.saved == saved
+
+
+def test_a_killed_write_is_cleaned_up_and_the_time_adds_up(tmp_path):
+    first = Trainer(Autoencoder((64, 8)), _images(), _config(tmp_path, tensorboard=False))
+    first.fit(progress=False, until=5)
+    assert first.train_seconds > 0
+    leftover = tmp_path / "checkpoint.pt.tmp"  # what a kill during torch.save leaves
+    leftover.write_bytes(b"half a checkpoint")
+    resumed = Trainer(Autoencoder((64, 8)), _images(), _config(tmp_path, tensorboard=False))
+    resumed.load(tmp_path / "checkpoint.pt")
+    assert resumed.train_seconds == first.train_seconds
+    resumed.fit(progress=False)
+    assert not leftover.exists()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["train_seconds"] == resumed.train_seconds
+    assert resumed.train_seconds > first.train_seconds
+
+
+def _state(**changes) -> dict:
+    trainer = Trainer(Autoencoder((64, 8)), _images(), TrainConfig())
+    return {**trainer.state(), **changes}
+
+
+UNREADABLE = {  # file contents -> the end of the message
+    "random bytes": (lambda: torch.randint(0, 256, (4096,), dtype=torch.uint8,
+                                           generator=torch.Generator().manual_seed(0)).numpy().tobytes(),
+                     "it is not a file written by torch.save, or it is truncated"),
+    "a truncated checkpoint": (lambda: _saved(_state())[:-100], "it is not a file written by torch.save, "
+                               "or it is truncated"),
+    "a corrupt pickle": (lambda: _saved(_state()).replace(b"\x80\x02}q\x00", b"\x80\x02\xff\xff"),
+                         "it is corrupt"),
+}
+
+
+def _saved(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE))
+def test_unreadable_checkpoints(tmp_path, case):
+    contents, message = UNREADABLE[case]
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(contents())
+    with pytest.raises(ValueError, match=re.escape(f"cannot read the checkpoint {path}: {message}") + "$"):
+        load_checkpoint(path)
+
+
+WRONG_STRUCTURE = {  # checkpoint contents -> the end of the message
+    "a list": ([1, 2], "is not a checkpoint of ssl_fast's Trainer: it holds a list"),
+    "missing entries": ({"model": {}, "config": {}}, "it lacks optimizer, scheduler, scaler, step, rng"),
+    "a negative step": (lambda: _state(step=-1), "its step is -1"),
+    "a config string": (lambda: _state(config="lr=0.1"), "is a str, not a dict"),
+    "an unknown config key": (lambda: _state(config={"steps": 3, "momentum": 0.9}),
+                              "has an unknown key 'momentum'"),
+    "a config value of none of its types": (lambda: _state(config={"amp": 16}),
+                                            "has amp=16, not of type str or NoneType"),
+    "a config value of another type": (lambda: _state(config={"steps": "ten"}),
+                                       "has steps='ten', not of type int"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_STRUCTURE))
+def test_checkpoints_of_the_wrong_structure(tmp_path, case):
+    contents, message = WRONG_STRUCTURE[case]
+    path = tmp_path / "checkpoint.pt"
+    torch.save(contents() if callable(contents) else contents, path)
+    with pytest.raises(ValueError, match=re.escape(message) + "$"):
+        load_checkpoint(path)
 
 
 def test_non_finite_loss_stops_with_a_message(tmp_path):
