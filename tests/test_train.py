@@ -328,6 +328,8 @@ def test_resume_extends_the_stored_run(tmp_path, capsys):
     status, out, err = _run(base + ["--steps", "3", "--column", "sunspots"], capsys)
     assert status == 0, err
     first_seconds = json.loads(out)["train_seconds"]
+    stored = load_checkpoint(checkpoint_path)["config"]
+    assert (stored["checkpoint_every"], stored["checkpoint_seconds"]) == (0, 120)  # the default: 2 minutes
     # The stored options (here the column) and configuration continue; --steps extends the run,
     # and --checkpoint-every changes the interval.
     status, out, err = _run(base + ["--steps", "12", "--resume", "--checkpoint-every", "1"], capsys)
@@ -337,7 +339,7 @@ def test_resume_extends_the_stored_run(tmp_path, capsys):
     # train_seconds is the run's total, not the resumed part's.
     checkpoint = load_checkpoint(checkpoint_path)
     assert result["train_seconds"] == round(checkpoint["train_seconds"], 2) >= first_seconds > 0
-    assert checkpoint["config"]["checkpoint_every"] == 1
+    assert (checkpoint["config"]["checkpoint_every"], checkpoint["config"]["checkpoint_seconds"]) == (1, 0)
     # A finished run resumed trains no further, says so, and is evaluated again.
     status, out, err = _run(base[:-1] + ["--resume"], capsys)
     assert status == 0, err
