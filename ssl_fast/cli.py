@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
+    from .train.tasks import Task, TaskOptions
 
 # `bench` op name -> (benchmark file in benchmarks/, pytest -k expression selecting its cases).
 BENCH_OPS = {
@@ -169,68 +174,102 @@ def _resume_from(args: argparse.Namespace, run_dir: Path) -> Path | None:
     return path
 
 
-def _run_checkpoint(path: Path) -> dict:
-    """The checkpoint of a `train` run, read once; its config names the task and options."""
-    from .train.trainer import load_checkpoint
+def _run_checkpoint(path: Path) -> tuple[dict, str, TaskOptions]:
+    """The checkpoint of a `train` run, read once, with the task it trained and the options
+    that task was built from."""
+    from .train.tasks import TASKS, TaskOptions
+    from .train.trainer import dataclass_from_dict, load_checkpoint
 
-    try:
-        state = load_checkpoint(path)
-        config = state["config"]
-    except Exception as exc:  # not a checkpoint of this trainer: say so in one line
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path} is not an ssl_fast checkpoint ({reason})") from None
-    if "task" not in config.get("extra", {}):
+    state = load_checkpoint(path)
+    extra = state["config"]["extra"]
+    if extra.get("task") not in TASKS:
         raise ValueError(f"{path} was not written by `ssl_fast train`")
-    return state
+    what = f"the task config of checkpoint {path}"
+    options = dataclass_from_dict(TaskOptions, extra.get("options", {}), what)
+    return state, extra["task"], options
 
 
 def _train(args: argparse.Namespace) -> int:
-    import time
-
     import torch.distributed as dist
 
-    from .train import TrainConfig, Trainer
+    from .train import Trainer
     from .train.tasks import TaskOptions, build_task
-    from .train.trainer import steps_per_epoch
 
     rank, world, device = _launch(args.device)
     run_dir = args.out / args.task
     resume = _resume_from(args, run_dir)
     if resume is None:
-        options = TaskOptions(args.seed, args.data, args.column, args.tokenizer)
-    else:  # the stored run continues; only its length may change
-        checkpoint = _run_checkpoint(resume)
-        stored = checkpoint["config"]
-        if stored["extra"]["task"] != args.task:
-            raise ValueError(f"--resume: {resume} is a {stored['extra']['task']} run, not {args.task}")
-        options = TaskOptions(**stored["extra"]["options"])
-    task = build_task(args.task, options, run_dir, fresh=resume is None, distributed=world > 1)
-    batch_size = stored["batch_size"] if resume is not None else args.batch_size or task.batch_size
-    per_epoch = steps_per_epoch(len(task.dataset), batch_size, world)
-    steps = args.steps or (args.epochs * per_epoch if args.epochs else None)
-    if resume is None:
-        steps = steps or 500
-        config = TrainConfig(
-            steps=steps, batch_size=batch_size, lr=args.lr or task.lr, warmup_steps=min(100, steps // 10),
-            amp=args.amp, seed=args.seed, out_dir=str(run_dir), chunk_size=args.chunk_size or 0,
-            log_every=max(1, steps // 20), metrics=args.metrics, tensorboard=not args.no_tensorboard,
-            compile=args.compile, extra={"task": args.task, "options": vars(options)},
-        )
+        state, options = None, TaskOptions(args.seed, args.data, args.column, args.tokenizer)
+    else:  # the stored run continues
+        state, stored_task, options = _run_checkpoint(resume)
+        if stored_task != args.task:
+            raise ValueError(f"--resume: {resume} is a {stored_task} run, not {args.task}")
+    task = build_task(args.task, options, run_dir, fresh=resume is None, distributed=world > 1,
+                      progress=not args.quiet)
+    if state is None:
+        config = _new_config(args, task, options, run_dir, world)
     else:
-        config = TrainConfig(**{**stored, "out_dir": str(run_dir), "steps": steps or stored["steps"]})
+        config = _resumed_config(args, state, resume, len(task.dataset), run_dir, world)
     trainer = Trainer(task.model, task.dataset, config, device, collate_fn=task.collate_fn)
-    if resume is not None:
-        trainer.load(checkpoint)
-    started = time.perf_counter()
+    if state is not None:
+        trainer.load(state)
+        if trainer.step >= config.steps and rank == 0:
+            print(f"ssl_fast: {resume} has finished its {trainer.step} steps; nothing to train, evaluating "
+                  f"it (--steps above {trainer.step} would continue it)", file=sys.stderr)
     logged = trainer.fit(progress=not args.quiet)
-    seconds = time.perf_counter() - started
     if rank == 0:
         summary = {"task": args.task, "steps": trainer.step, "world_size": world,
-                   "train_seconds": round(seconds, 2), "final_loss": logged[-1]["loss"] if logged else None}
+                   "train_seconds": round(trainer.train_seconds, 2),
+                   "final_loss": logged[-1]["loss"] if logged else None}
         _report(summary, task.evaluate(trainer.model, run_dir), run_dir, args.json)
     if world > 1:
         dist.destroy_process_group()
     return 0
+
+
+def _new_config(
+    args: argparse.Namespace, task: Task, options: TaskOptions, run_dir: Path, world: int
+) -> TrainConfig:
+    """The TrainConfig of a new run: the options given, else the task's defaults."""
+    from .train import TrainConfig
+    from .train.trainer import steps_per_epoch
+
+    batch_size = args.batch_size or task.batch_size
+    samples = len(task.dataset)
+    try:
+        per_epoch = steps_per_epoch(samples, batch_size, world)
+    except ValueError as exc:
+        fix = f"pass --batch-size {samples // world} or less" if samples >= world else "use fewer processes"
+        raise ValueError(f"{exc}: {fix}") from None
+    steps = args.steps or (args.epochs * per_epoch if args.epochs else 500)
+    return TrainConfig(
+        steps=steps, batch_size=batch_size, lr=args.lr or task.lr, warmup_steps=min(100, steps // 10),
+        amp=args.amp, seed=args.seed, out_dir=str(run_dir), chunk_size=args.chunk_size or 0,
+        log_every=max(1, steps // 20), metrics=args.metrics, tensorboard=not args.no_tensorboard,
+        compile=args.compile, extra={"task": args.task, "options": vars(options)},
+        **(args.checkpoint_every or {}),
+    )
+
+
+def _resumed_config(
+    args: argparse.Namespace, state: dict, resume: Path, samples: int, run_dir: Path, world: int
+) -> TrainConfig:
+    """The stored TrainConfig, continued: --steps or --epochs may extend the run, and
+    --checkpoint-every change the interval; a length the run has already reached is refused."""
+    from .train import TrainConfig
+    from .train.trainer import steps_per_epoch
+
+    stored, done = state["config"], state["step"]
+    steps = args.steps or (args.epochs * steps_per_epoch(samples, stored["batch_size"], world)
+                           if args.epochs else None)
+    if steps is not None and steps <= done:
+        asked = f"--steps {steps}" if args.steps else f"--epochs {args.epochs} ({steps} steps)"
+        raise ValueError(
+            f"--resume: {resume} is at step {done} already, so {asked} leaves nothing to train; ask for "
+            f"more, or evaluate it with `python -m ssl_fast eval {resume.parent}`"
+        )
+    return TrainConfig(**{**stored, "out_dir": str(run_dir), "steps": steps or stored["steps"],
+                          **(args.checkpoint_every or {})})
 
 
 def _report(summary: dict, table: dict, run_dir: Path, as_json: bool) -> None:
@@ -250,18 +289,19 @@ def _report(summary: dict, table: dict, run_dir: Path, as_json: bool) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .train.tasks import TaskOptions, build_task
+    from .train.tasks import build_task
 
     path = args.run_dir / "checkpoint.pt" if args.run_dir.is_dir() else args.run_dir
     if not path.is_file():
         raise FileNotFoundError(f"eval: no checkpoint.pt in {args.run_dir}")
     _, _, device = _launch(args.device)
-    state = _run_checkpoint(path)
-    name, options = state["config"]["extra"]["task"], state["config"]["extra"]["options"]
-    task = build_task(name, TaskOptions(**options), path.parent, fresh=False)
+    state, name, options = _run_checkpoint(path)
+    task = build_task(name, options, path.parent, fresh=False, progress=False)
     task.model.load_state_dict(state["model"])
-    _report({"task": name, "steps": state["step"]}, task.evaluate(task.model.to(device), path.parent),
-            path.parent, args.json)
+    summary = {"task": name, "steps": state["step"]}
+    if "train_seconds" in state:
+        summary["train_seconds"] = round(state["train_seconds"], 2)
+    _report(summary, task.evaluate(task.model.to(device), path.parent), path.parent, args.json)
     return 0
 
 
@@ -301,8 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tasks: autoencoder (images, reconstruction), simclr (images, NT-Xent), mlm (text, "
         "masked tokens), forecast (a series, the next 6 values). Defaults run offline on bundled data: "
         "scikit-learn's digits, the text of Python's documentation, the yearly sunspot numbers. "
-        "OUT/TASK/ receives metrics, checkpoint.pt and eval.json. Under torchrun each process trains "
-        "on its shard (gloo on cpu, NCCL on cuda) and SimCLR contrasts across all of them.",
+        "OUT/TASK/ receives checkpoint.pt (every 2min and at the end), metrics, eval.json, TensorBoard "
+        "events, and reconstructions.png (autoencoder) or tokenizer.json (mlm). Under torchrun each "
+        "process trains on its shard (gloo on cpu, NCCL on cuda) and SimCLR contrasts across all of them.",
     )
     train.add_argument("task", choices=("autoencoder", "simclr", "mlm", "forecast"))
     train.add_argument("--data", help="images: digits (default), mnist or a .npy/.npz file; mlm: text "
@@ -325,7 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     train.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
     train.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
-                       help="continue OUT/TASK/checkpoint.pt (or CHECKPOINT) where it stopped")
+                       help="continue OUT/TASK/checkpoint.pt (or CHECKPOINT) where it stopped, with its "
+                       "stored options; --steps or --epochs may extend it")
+    train.add_argument("--checkpoint-every", type=_checkpoint_interval, metavar="INTERVAL",
+                       help="write checkpoint.pt every N steps, or after a time such as 90s, 10min or 1h; "
+                       "0: only at the end (default: every 2min)")
     train.add_argument("--metrics", choices=("jsonl", "csv"), default="jsonl", help="metrics file format")
     train.add_argument("--no-tensorboard", action="store_true",
                        help="no TensorBoard events (written when tensorboard is installed)")
@@ -358,6 +403,21 @@ def _positive_of(kind: type, name: str):
 
 _positive = _positive_of(int, "integer")
 _positive_float = _positive_of(float, "number")
+
+_SECONDS_PER = {"s": 1, "min": 60, "h": 3600}
+
+
+def _checkpoint_interval(text: str) -> dict:
+    """An argparse type: `N` steps or a time `Ns`, `Nmin`, `Nh` between checkpoints, as the
+    TrainConfig fields it sets; 0 (in any unit): only at the end."""
+    match = re.fullmatch(r"(\d+)|(\d+(?:\.\d*)?)(s|min|h)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of steps or a time such as 90s, 10min or 1h, got {text!r}"
+        )
+    if match[1] is not None:
+        return {"checkpoint_every": int(match[1]), "checkpoint_seconds": 0.0}
+    return {"checkpoint_every": 0, "checkpoint_seconds": float(match[2]) * _SECONDS_PER[match[3]]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_fast.cli import main
+from ssl_fast.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 OPS = ("smooth_l1_loss", "mse_loss")
@@ -84,3 +84,19 @@ def test_bench_unknown_op(capsys):
     lines = err.splitlines()
     assert len(lines) == 1, err
     assert "nosuchop" in lines[0]
+
+
+@pytest.mark.parametrize(("text", "steps", "seconds"), [
+    ("500", 500, 0), ("90s", 0, 90), ("1.5min", 0, 90), ("1h", 0, 3600), ("0", 0, 0), ("0s", 0, 0),
+])
+def test_checkpoint_interval(text, steps, seconds):
+    args = build_parser().parse_args(["train", "forecast", "--checkpoint-every", text])
+    assert args.checkpoint_every == {"checkpoint_every": steps, "checkpoint_seconds": seconds}
+
+
+@pytest.mark.parametrize("text", ["5x", "-1", "1.5", "min", "2 min"])
+def test_bad_checkpoint_interval(text, capsys):
+    status, out, err = run_main(["train", "forecast", "--checkpoint-every", text], capsys)
+    assert status == 2 and out == ""
+    assert err.startswith("ssl_fast: error: argument --checkpoint-every: must be a number of steps or a time "
+                          f"such as 90s, 10min or 1h, got {text!r}"), err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -75,5 +76,20 @@ def test_reconstruction_grid(tmp_path):
 def test_table_leaves_missing_metrics_blank():
     text = format_table({"model": {"a": 1.0, "b": 0.5}, "baseline": {"b": 0.25}})
     header, model, baseline = text.splitlines()
-    assert header.split() == ["a", "b"] and model.split() == ["model", "1", "0.5"]
-    assert baseline.split() == ["baseline", "0.25"] and baseline.index("0.25") > model.index("1")
+    assert header.split() == ["a", "b"] and model.split() == ["model", "1.000", "0.5000"]
+    assert baseline.split() == ["baseline", "0.2500"] and baseline.index("0.2500") > model.index("1.000")
+
+
+def test_table_columns_share_one_precision_and_fit_their_names():
+    text = format_table({
+        "trained model": {"masked_token_accuracy": 0.775, "perplexity": 72.13, "mse": float("inf")},
+        "unigram": {"masked_token_accuracy": 0.76666, "perplexity": 191.24, "mse": 0.0123},
+    })
+    header, model, unigram = text.splitlines()
+    assert model.split()[2:] == ["0.7750", "72.1", "inf"]
+    assert unigram.split()[1:] == ["0.7667", "191.2", "0.01230"]
+
+    def right_edges(line: str) -> list[int]:
+        return [m.end() for m in re.finditer(r"\S+", line)][-3:]
+
+    assert right_edges(header) == right_edges(model) == right_edges(unigram)  # under their names

@@ -1,9 +1,17 @@
-"""The trainer: learning, exact resume from an atomic checkpoint, safe loading, NaN stop."""
+"""The trainer: learning, exact resume from atomic periodic checkpoints, safe loading, NaN stop;
+the train and eval commands, their user errors, and a killed run resumed."""
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +19,9 @@ from torch.utils.data import TensorDataset
 
 from ssl_fast.models import Autoencoder, SeriesForecaster
 from ssl_fast.train import TrainConfig, Trainer
-from ssl_fast.train.trainer import cosine_with_warmup
+from ssl_fast.train.trainer import cosine_with_warmup, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _images() -> TensorDataset:
@@ -40,7 +50,8 @@ def test_fit_learns_and_logs(tmp_path):
 
 
 def test_resume_is_exact(tmp_path):
-    straight = Trainer(Autoencoder((64, 32, 8)), _images(), _config(tmp_path / "a"))
+    # Checkpoints after every step change nothing: saving reads the random states, never draws.
+    straight = Trainer(Autoencoder((64, 32, 8)), _images(), _config(tmp_path / "a", checkpoint_every=1))
     straight.fit(progress=False)
 
     first = Trainer(Autoencoder((64, 32, 8)), _images(), _config(tmp_path / "b"))
@@ -62,8 +73,99 @@ def test_checkpoint_cannot_run_code(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": Evil()}, path)
     trainer = Trainer(Autoencoder((64, 32, 8)), _images(), _config(tmp_path))
-    with pytest.raises(Exception, match="Weights only load failed|weights_only"):
+    message = f"cannot read the checkpoint {path}: besides tensors and plain data it holds print, "
+    with pytest.raises(ValueError, match=re.escape(message + "whose loading could run code")):
         trainer.load(path)
+
+
+class _SavingSteps(Trainer):
+    """Records the step of every checkpoint written."""
+
+    def save(self, path=None):
+        self.saved = [*getattr(self, "saved", []), self.step]
+        return super().save(path)
+
+
+@pytest.mark.parametrize(("every", "seconds", "saved"), [
+    (4, 0.0, [4, 8, 12]),  # every 4 steps, the last one once
+    (0, 1e-9, list(range(1, 13))),  # a time interval always past: after every step
+    (0, 3600.0, [12]),  # an hour: only at the end
+    (5, 3600.0, [5, 10, 12]),  # whichever comes first
+])
+def test_periodic_checkpoints(tmp_path, every, seconds, saved):
+    config = _config(tmp_path, checkpoint_every=every, checkpoint_seconds=seconds, tensorboard=False)
+    trainer = _SavingSteps(Autoencoder((64, 8)), _images(), config)
+    trainer.fit(progress=False)
+    assert trainer.saved == saved
+
+
+def test_a_killed_write_is_cleaned_up_and_the_time_adds_up(tmp_path):
+    first = Trainer(Autoencoder((64, 8)), _images(), _config(tmp_path, tensorboard=False))
+    first.fit(progress=False, until=5)
+    assert first.train_seconds > 0
+    leftover = tmp_path / "checkpoint.pt.tmp"  # what a kill during torch.save leaves
+    leftover.write_bytes(b"half a checkpoint")
+    resumed = Trainer(Autoencoder((64, 8)), _images(), _config(tmp_path, tensorboard=False))
+    resumed.load(tmp_path / "checkpoint.pt")
+    assert resumed.train_seconds == first.train_seconds
+    resumed.fit(progress=False)
+    assert not leftover.exists()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["train_seconds"] == resumed.train_seconds
+    assert resumed.train_seconds > first.train_seconds
+
+
+def _state(**changes) -> dict:
+    trainer = Trainer(Autoencoder((64, 8)), _images(), TrainConfig())
+    return {**trainer.state(), **changes}
+
+
+UNREADABLE = {  # file contents -> the end of the message
+    "random bytes": (lambda: torch.randint(0, 256, (4096,), dtype=torch.uint8,
+                                           generator=torch.Generator().manual_seed(0)).numpy().tobytes(),
+                     "it is not a file written by torch.save, or it is truncated"),
+    "a truncated checkpoint": (lambda: _saved(_state())[:-100], "it is not a file written by torch.save, "
+                               "or it is truncated"),
+    "a corrupt pickle": (lambda: _saved(_state()).replace(b"\x80\x02}q\x00", b"\x80\x02\xff\xff"),
+                         "it is corrupt"),
+}
+
+
+def _saved(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE))
+def test_unreadable_checkpoints(tmp_path, case):
+    contents, message = UNREADABLE[case]
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(contents())
+    with pytest.raises(ValueError, match=re.escape(f"cannot read the checkpoint {path}: {message}") + "$"):
+        load_checkpoint(path)
+
+
+WRONG_STRUCTURE = {  # checkpoint contents -> the end of the message
+    "a list": ([1, 2], "is not a checkpoint of ssl_fast's Trainer: it holds a list"),
+    "missing entries": ({"model": {}, "config": {}}, "it lacks optimizer, scheduler, scaler, step, rng"),
+    "a negative step": (lambda: _state(step=-1), "its step is -1"),
+    "a config string": (lambda: _state(config="lr=0.1"), "is a str, not a dict"),
+    "an unknown config key": (lambda: _state(config={"steps": 3, "momentum": 0.9}),
+                              "has an unknown key 'momentum'"),
+    "a config value of none of its types": (lambda: _state(config={"amp": 16}),
+                                            "has amp=16, not of type str or NoneType"),
+    "a config value of another type": (lambda: _state(config={"steps": "ten"}),
+                                       "has steps='ten', not of type int"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_STRUCTURE))
+def test_checkpoints_of_the_wrong_structure(tmp_path, case):
+    contents, message = WRONG_STRUCTURE[case]
+    path = tmp_path / "checkpoint.pt"
+    torch.save(contents() if callable(contents) else contents, path)
+    with pytest.raises(ValueError, match=re.escape(message) + "$"):
+        load_checkpoint(path)
 
 
 def test_non_finite_loss_stops_with_a_message(tmp_path):
@@ -192,14 +294,16 @@ def _run(argv, capsys) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("task", ["autoencoder", "simclr", "forecast", "mlm"])
-def test_train_and_eval_commands(task, tmp_path, capsys):
+def test_train_and_eval_commands(task, tmp_path, capfd):
     pytest.importorskip("sklearn")
     if task == "mlm":
         pytest.importorskip("tokenizers")
     args = ["train", task, "--steps", "2", "--batch-size", "16", "--out", str(tmp_path), "--quiet", "--json"]
-    status, out, err = _run(args + (["--chunk-size", "8"] if task == "simclr" else []), capsys)
+    # capfd: the tokenizer trainer writes to the file descriptor, past sys.stdout.
+    status, out, err = _run(args + (["--chunk-size", "8"] if task == "simclr" else []), capfd)
     assert status == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
+    assert len(out.splitlines()) == 1, out  # --quiet --json: one JSON line, nothing else
+    result = json.loads(out)
     assert result["task"] == task and result["steps"] == 2 and result["evaluation"]
     run = tmp_path / task
     assert (run / "checkpoint.pt").is_file() and json.loads((run / "eval.json").read_text()) == result
@@ -213,24 +317,97 @@ def test_train_and_eval_commands(task, tmp_path, capsys):
     if task == "autoencoder":
         assert importlib.util.find_spec("PIL") is None or (run / "reconstructions.png").stat().st_size > 0
     # eval RUN_DIR rebuilds the task from the checkpoint and gives the same table.
-    status, out, err = _run(["eval", str(run), "--json"], capsys)
+    status, out, err = _run(["eval", str(run), "--json"], capfd)
     assert status == 0, err
     assert json.loads(out.strip().splitlines()[-1])["evaluation"] == result["evaluation"]
 
 
 def test_resume_extends_the_stored_run(tmp_path, capsys):
     base = ["train", "forecast", "--batch-size", "16", "--out", str(tmp_path), "--quiet", "--json"]
-    assert _run(base + ["--steps", "3", "--column", "sunspots"], capsys)[0] == 0
-    # The stored options (here the column) and configuration continue; --steps extends the run.
-    status, out, err = _run(base + ["--steps", "5", "--resume"], capsys)
+    checkpoint_path = tmp_path / "forecast" / "checkpoint.pt"
+    status, out, err = _run(base + ["--steps", "3", "--column", "sunspots"], capsys)
     assert status == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["steps"] == 5
-    # Without --json the table is printed; a finished run resumed trains no further.
+    first_seconds = json.loads(out)["train_seconds"]
+    stored = load_checkpoint(checkpoint_path)["config"]
+    assert (stored["checkpoint_every"], stored["checkpoint_seconds"]) == (0, 120)  # the default: 2 minutes
+    # The stored options (here the column) and configuration continue; --steps extends the run,
+    # and --checkpoint-every changes the interval.
+    status, out, err = _run(base + ["--steps", "12", "--resume", "--checkpoint-every", "1"], capsys)
+    assert status == 0, err
+    result = json.loads(out)
+    assert result["steps"] == 12
+    # train_seconds is the run's total, not the resumed part's.
+    checkpoint = load_checkpoint(checkpoint_path)
+    assert result["train_seconds"] == round(checkpoint["train_seconds"], 2) >= first_seconds > 0
+    assert (checkpoint["config"]["checkpoint_every"], checkpoint["config"]["checkpoint_seconds"]) == (1, 0)
+    # A finished run resumed trains no further, says so, and is evaluated again.
     status, out, err = _run(base[:-1] + ["--resume"], capsys)
     assert status == 0, err
-    assert out.startswith("forecast: 5 steps") and "ridge_on_lags" in out
-    config = torch.load(tmp_path / "forecast" / "checkpoint.pt", weights_only=True)["config"]
-    assert config["steps"] == 5 and config["extra"]["options"]["column"] == "sunspots"
+    assert err == (f"ssl_fast: {checkpoint_path} has finished its 12 steps; nothing to train, evaluating it "
+                   "(--steps above 12 would continue it)\n")
+    assert out.startswith("forecast: 12 steps") and "ridge_on_lags" in out
+    config = load_checkpoint(checkpoint_path)["config"]
+    assert config["steps"] == 12 and config["extra"]["options"]["column"] == "sunspots"
+    # A length the run has already reached is refused.
+    for length in (["--steps", "12"], ["--steps", "2"], ["--epochs", "1"]):
+        status, out, err = _run(base + length + ["--resume"], capsys)
+        asked = " ".join(length) + (" (11 steps)" if length[0] == "--epochs" else "")
+        assert status == 2 and out == ""
+        assert err == (f"ssl_fast: error: --resume: {checkpoint_path} is at step 12 already, so {asked} "
+                       "leaves nothing to train; ask for more, or evaluate it with "
+                       f"`python -m ssl_fast eval {checkpoint_path.parent}`\n")
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "no connection"])
+def test_a_tokenizer_neither_local_nor_cached_fails_at_once(offline, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("transformers")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused
+    started = time.perf_counter()
+    status, out, err = _run(["train", "mlm", "--tokenizer", "no-such-name", "--out", str(tmp_path)], capsys)
+    assert time.perf_counter() - started < 20  # the hub client's retries took 50 s
+    reason = "HF_HUB_OFFLINE is set" if offline else "http://127.0.0.1:9 cannot be reached ("
+    assert status == 2 and out == "" and len(err.splitlines()) == 1
+    assert err.startswith("ssl_fast: error: the tokenizer 'no-such-name' is neither a folder nor in the "
+                          f"local Hugging Face cache, and cannot be downloaded: {reason}"), err
+
+
+def test_a_tokenizer_folder_that_does_not_exist(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    folder = tmp_path / "tokenizer"
+    status, out, err = _run(["train", "mlm", "--tokenizer", str(folder), "--out", str(tmp_path)], capsys)
+    assert status == 2 and out == ""
+    assert err == f"ssl_fast: error: cannot load the tokenizer '{folder}': there is no such folder\n"
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, capsys):
+    """SIGKILL once a periodic checkpoint exists; --resume then ends with the parameters of a
+    run that was never killed."""
+    pytest.importorskip("sklearn")
+    args = ["train", "forecast", "--steps", "30", "--batch-size", "16", "--checkpoint-every", "5", "--quiet",
+            "--no-tensorboard"]
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    checkpoint = killed / "forecast" / "checkpoint.pt"
+    first = subprocess.Popen([sys.executable, "-m", "ssl_fast", *args, "--out", str(killed)], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not checkpoint.exists():  # it appears whole: written aside, then renamed
+        assert first.poll() is None, first.stderr.read()
+        assert time.monotonic() < deadline, "no checkpoint after 3 minutes"
+        time.sleep(0.01)
+    first.kill()
+    first.communicate()
+    assert first.returncode == -signal.SIGKILL
+    assert 5 <= load_checkpoint(checkpoint)["step"] < 30
+    status, out, err = _run([*args, "--out", str(killed), "--resume", "--json"], capsys)
+    assert status == 0, err
+    assert json.loads(out)["steps"] == 30
+    assert _run([*args, "--out", str(straight)], capsys)[0] == 0
+    resumed = load_checkpoint(checkpoint)["model"]
+    expected = load_checkpoint(straight / "forecast" / "checkpoint.pt")["model"]
+    assert all(torch.equal(resumed[name], expected[name]) for name in expected)
 
 
 def _files(tmp_path):
@@ -238,8 +415,17 @@ def _files(tmp_path):
     (tmp_path / "blank.txt").write_text("\n\n")
     (tmp_path / "short.csv").write_text("year,value\n" + "".join(f"{i},{i}\n" for i in range(20)))
     (tmp_path / "words.csv").write_text("year,value\n1,a\n2,b\n")
+    (tmp_path / "binary.csv").write_bytes(bytes(range(256)))
     np = pytest.importorskip("numpy")
     np.save(tmp_path / "flat.npy", np.zeros(10))
+    np.save(tmp_path / "strings.npy", np.array([["a", "b"], ["c", "d"]]))
+    (tmp_path / "random.npy").write_bytes(UNREADABLE["random bytes"][0]())
+    (tmp_path / "random.pt").write_bytes(UNREADABLE["random bytes"][0]())
+    (tmp_path / "truncated.pt").write_bytes(UNREADABLE["a truncated checkpoint"][0]())
+    torch.save(_state(config="lr=0.1"), tmp_path / "config_string.pt")
+    torch.save(_state(), tmp_path / "library_run.pt")  # no task in config.extra
+    extra = {"task": "forecast", "options": {"seed": 0, "window": 12}}
+    torch.save(_state(config={"extra": extra}), tmp_path / "unknown_option.pt")
     return tmp_path
 
 
@@ -255,11 +441,38 @@ BAD_INPUTS = {
     "zero steps": (["train", "forecast", "--steps", "0"], "positive integer"),
     "negative learning rate": (["train", "forecast", "--lr", "-1"], "positive number"),
     "steps and epochs": (["train", "forecast", "--steps", "3", "--epochs", "1"], "not allowed with"),
-    "batch larger than the data": (["train", "forecast", "--batch-size", "100000"], "fewer than one batch"),
+    "batch larger than the data": (["train", "forecast", "--batch-size", "100000"], "has 187 samples, fewer "
+                                   "than one batch of 100000: pass --batch-size 187 or less"),
     "bad device": (["train", "forecast", "--device", "tpu"], "cpu or cuda"),
     "resume without a checkpoint": (["train", "forecast", "--resume"], "no checkpoint"),
     "eval without a run": (["eval", "{tmp}/empty"], "no checkpoint.pt"),
-    "eval of a file that is no checkpoint": (["eval", "{tmp}/short.csv"], "not an ssl_fast checkpoint"),
+    "eval of a file that is no checkpoint": (["eval", "{tmp}/short.csv"],
+                                             "cannot read the checkpoint {tmp}/short.csv: it is not a file "
+                                             "written by torch.save, or it is truncated"),
+    "strings as images": (["train", "simclr", "--data", "{tmp}/strings.npy"],
+                          "the images in {tmp}/strings.npy are strings, not real numbers"),
+    "random bytes as images": (["train", "autoencoder", "--data", "{tmp}/random.npy"],
+                               "cannot read {tmp}/random.npy: it is not a NumPy file of arrays"),
+    "binary file as the series": (["train", "forecast", "--data", "{tmp}/binary.csv"],
+                                  "{tmp}/binary.csv is not a text CSV file (byte 128 is not UTF-8)"),
+    "eval of random bytes": (["eval", "{tmp}/random.pt"], "cannot read the checkpoint {tmp}/random.pt: it "
+                             "is not a file written by torch.save, or it is truncated"),
+    "resume from random bytes": (["train", "forecast", "--resume", "{tmp}/random.pt"],
+                                 "cannot read the checkpoint {tmp}/random.pt"),
+    "eval of a truncated checkpoint": (["eval", "{tmp}/truncated.pt"],
+                                       "cannot read the checkpoint {tmp}/truncated.pt: it is not a file "
+                                       "written by torch.save, or it is truncated"),
+    "resume from a truncated checkpoint": (["train", "forecast", "--resume", "{tmp}/truncated.pt"],
+                                           "cannot read the checkpoint {tmp}/truncated.pt"),
+    "checkpoint whose config is a string": (["eval", "{tmp}/config_string.pt"],
+                                            "the config of checkpoint {tmp}/config_string.pt is a str"),
+    "resume with an unknown task option": (["train", "forecast", "--resume", "{tmp}/unknown_option.pt"],
+                                           "the task config of checkpoint {tmp}/unknown_option.pt has an "
+                                           "unknown key 'window'"),
+    "eval of a checkpoint of another program": (["eval", "{tmp}/library_run.pt"],
+                                                "{tmp}/library_run.pt was not written by `ssl_fast train`"),
+    "bad checkpoint interval": (["train", "forecast", "--checkpoint-every", "5x"],
+                                "must be a number of steps or a time such as 90s, 10min or 1h, got '5x'"),
 }
 
 
@@ -268,7 +481,7 @@ def test_user_errors_exit_2_with_one_line(case, tmp_path, capsys):
     pytest.importorskip("sklearn")
     argv, message = BAD_INPUTS[case]
     folder = _files(tmp_path)
-    argv = [a.format(tmp=folder) for a in argv]
+    argv, message = [a.format(tmp=folder) for a in argv], message.format(tmp=folder)
     if argv[0] == "train":
         argv += ["--out", str(tmp_path / "runs")]
     status, out, err = _run(argv, capsys)

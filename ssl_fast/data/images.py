@@ -4,6 +4,8 @@ through torchvision."""
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,25 @@ def _mnist(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return data.data.float().div_(255.0).unsqueeze(1), data.targets.long()
 
 
+def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images, labels or None) of a .npy file or an .npz archive, never unpickled: numpy's
+    own error advises allow_pickle=True, which would let the file run code."""
+    try:
+        if path.suffix == ".npy":
+            return np.load(path), None
+        with np.load(path) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError):
+        raise ValueError(
+            f"load_images: cannot read {path}: it is not a NumPy file of arrays (corrupt, or holding "
+            "Python objects, which are not unpickled)"
+        ) from None
+    labels = arrays.pop("labels", None)
+    if not arrays:
+        raise ValueError(f"load_images: {path} holds no image array")
+    return arrays.get("images", next(iter(arrays.values()))), labels
+
+
 def _from_file(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     if path.suffix not in (".npy", ".npz"):
         raise ValueError(
@@ -59,18 +80,12 @@ def _from_file(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         )
     if not path.is_file():
         raise FileNotFoundError(f"load_images: no file {path}")
-    labels = None
-    if path.suffix == ".npz":
-        with np.load(path) as archive:
-            keys = [k for k in archive.files if k != "labels"]
-            if not keys:
-                raise ValueError(f"load_images: {path} holds no image array")
-            array = archive["images"] if "images" in archive.files else archive[keys[0]]
-            if "labels" in archive.files:
-                labels = torch.from_numpy(archive["labels"]).long()
-    else:
-        array = np.load(path)
-    images = torch.from_numpy(np.asarray(array))
+    array, labels = _read_arrays(path)
+    for what, values in (("images", array), ("labels", labels)):
+        if values is not None and values.dtype.kind not in "biuf":  # bool, integers, floats
+            kind = "strings" if values.dtype.kind in "SU" else f"{values.dtype} values"
+            raise ValueError(f"load_images: the {what} in {path} are {kind}, not real numbers")
+    images = torch.from_numpy(array)
     if images.dim() == 3:
         images = images.unsqueeze(1)
     elif images.dim() == 4 and images.shape[-1] <= 4 < images.shape[1]:
@@ -79,6 +94,8 @@ def _from_file(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise ValueError(
             f"load_images: {path} holds shape {tuple(images.shape)}, not [N, H, W] or [N, C, H, W]"
         )
+    if labels is not None:
+        labels = torch.from_numpy(labels).long()
     if images.dtype == torch.uint8:
         return images.float().div_(255.0).contiguous(), labels
     images = images.float()

@@ -27,7 +27,13 @@ def load_series(path: str | Path | None = None, column: str | None = None) -> to
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"load_series: no file {path}")
-        text, where = path.read_text(), str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"load_series: {path} is not a text CSV file (byte {exc.start} is not UTF-8)"
+            ) from None
+        where = str(path)
     rows = list(csv.reader(line for line in text.splitlines() if line.strip() and not line.startswith("#")))
     if len(rows) < 2:
         raise ValueError(f"load_series: {where} needs a header row and at least one value")

@@ -5,6 +5,7 @@ fixed-length token sequences for the MLM collator."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -48,9 +49,10 @@ class WordPieceTokenizer:
 
     @classmethod
     def train(
-        cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2
+        cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2, show_progress: bool = True
     ) -> WordPieceTokenizer:
-        """Trains a lower-casing WordPiece vocabulary of at most vocab_size tokens on `texts`."""
+        """Trains a lower-casing WordPiece vocabulary of at most vocab_size tokens on `texts`
+        (with the tokenizers library's progress bar on stdout when show_progress)."""
         try:
             from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
         except ImportError:
@@ -62,7 +64,8 @@ class WordPieceTokenizer:
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece()
         trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS)
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
+            show_progress=show_progress,
         )
         tokenizer.train_from_iterator(texts, trainer)
         return cls(tokenizer)
@@ -100,20 +103,55 @@ def token_sequences(
 
 
 def hf_tokenizer(name: str):
-    """A Hugging Face tokenizer by name or folder (from the local cache or folder when the
-    network is unavailable), adapted to encode() without special tokens as WordPieceTokenizer."""
+    """A Hugging Face tokenizer by folder or name, adapted to encode() without special
+    tokens as WordPieceTokenizer. A name is looked up in the local Hugging Face cache
+    first, and downloaded only when that misses and the hub answers: without a network,
+    the error comes at once instead of after the hub client's retries."""
     try:
         from transformers import AutoTokenizer
     except ImportError:
         raise ImportError(f"the tokenizer {name!r} needs transformers: pip install transformers") from None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except OSError as exc:
-        raise ValueError(f"cannot load the tokenizer {name!r}: {str(exc).splitlines()[0]}") from None
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError) as exc:  # not a tokenizer folder, and not in the cache
+        if Path(name).is_dir():
+            raise ValueError(f"cannot load the tokenizer folder {name}: {_one_line(exc)}") from None
+        if not re.fullmatch(r"\w[\w.-]*(/\w[\w.-]*)?", name):  # not a hub name (org/name) either
+            raise ValueError(f"cannot load the tokenizer {name!r}: there is no such folder") from None
+        offline = _hub_unreachable()
+        if offline:
+            raise ValueError(
+                f"the tokenizer {name!r} is neither a folder nor in the local Hugging Face cache, and "
+                f"cannot be downloaded: {offline}"
+            ) from None
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot load the tokenizer {name!r}: {_one_line(exc)}") from None
     if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
         raise ValueError(f"the tokenizer {name!r} has no mask or pad token, which masked language modelling "
                          "needs")
     return _HFAdapter(tokenizer)
+
+
+def _one_line(exc: Exception) -> str:
+    """The exception's message with its line breaks and runs of spaces made single spaces."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached (offline mode, no connection within a few
+    seconds), or None when it answers. One request without retries."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    try:
+        get_session().head(constants.ENDPOINT, timeout=5)
+    except Exception as exc:  # the session's own error types differ between hub versions
+        return f"{constants.ENDPOINT} cannot be reached ({_one_line(exc)})"
+    return None
 
 
 class _HFAdapter:

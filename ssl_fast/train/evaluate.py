@@ -5,6 +5,7 @@ against the last value and a ridge regression on the lags."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,14 +65,27 @@ def representation_table(
 
 def format_table(table: dict[str, dict[str, float]]) -> str:
     """The table as aligned text: one row per entry, one column per metric (blank where a
-    row lacks it)."""
+    row lacks it), each column with one number of decimals, enough for 4 significant
+    digits of its largest value."""
     metrics = list(dict.fromkeys(m for row in table.values() for m in row))
-    width = max([len(name) for name in table] + [4])
-    lines = [f"{'':<{width}}  " + "  ".join(f"{m:>18}" for m in metrics)]
-    for name, row in table.items():
-        cells = [f"{row[m]:>18.4g}" if m in row else " " * 18 for m in metrics]
-        lines.append(f"{name:<{width}}  " + "  ".join(cells))
+    columns = [_column([row.get(m) for row in table.values()]) for m in metrics]
+    widths = [max(len(m), *(len(cell) for cell in cells)) for m, cells in zip(metrics, columns, strict=True)]
+    name_width = max([len(name) for name in table] + [4])
+    lines = [" " * name_width + "".join(f"  {m:>{w}}" for m, w in zip(metrics, widths, strict=True))]
+    for i, name in enumerate(table):
+        cells = "".join(f"  {cells[i]:>{w}}" for cells, w in zip(columns, widths, strict=True))
+        lines.append(f"{name:<{name_width}}{cells}".rstrip())
     return "\n".join(lines)
+
+
+def _column(values: list[float | None], digits: int = 4) -> list[str]:
+    """The cells of one column: a shared number of decimals that gives its largest finite
+    value `digits` significant digits; "" for a missing value."""
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
+    largest = max(finite, default=0.0)
+    decimals = digits - 1 - math.floor(math.log10(largest)) if largest > 0 else digits - 1
+    decimals = min(max(decimals, 0), 12)
+    return ["" if v is None else f"{v:.{decimals}f}" for v in values]
 
 
 def save_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path) -> Path | None:

@@ -169,7 +169,7 @@ def forecast(options: TaskOptions) -> Task:
     return Task(model, TensorDataset(splits.train.x, splits.train.y), evaluate)
 
 
-def _tokenizer(options: TaskOptions, corpus: list[str], run_dir: Path, fresh: bool):
+def _tokenizer(options: TaskOptions, corpus: list[str], run_dir: Path, fresh: bool, progress: bool):
     from ..data import WordPieceTokenizer, hf_tokenizer
 
     if options.tokenizer is not None:
@@ -177,19 +177,19 @@ def _tokenizer(options: TaskOptions, corpus: list[str], run_dir: Path, fresh: bo
     saved = run_dir / "tokenizer.json"
     if saved.is_file() and not fresh:  # the vocabulary the checkpoint was trained with
         return WordPieceTokenizer.load(saved)
-    tokenizer = WordPieceTokenizer.train(corpus, vocab_size=4000)
+    tokenizer = WordPieceTokenizer.train(corpus, vocab_size=4000, show_progress=progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(saved)
     return tokenizer
 
 
-def mlm(options: TaskOptions, run_dir: Path, fresh: bool = True) -> Task:
+def mlm(options: TaskOptions, run_dir: Path, fresh: bool = True, progress: bool = True) -> Task:
     from ..collate import MLMCollator
     from ..data import load_corpus, token_sequences
     from ..models import MaskedLanguageModel
 
     corpus = load_corpus(options.data)
-    tokenizer = _tokenizer(options, corpus, run_dir, fresh)
+    tokenizer = _tokenizer(options, corpus, run_dir, fresh, progress)
     sequences = token_sequences(corpus, tokenizer, max_length=64)
     if len(sequences) < 10:
         raise ValueError(
@@ -239,14 +239,16 @@ TASKS = ("autoencoder", "simclr", "mlm", "forecast")
 
 
 def build_task(
-    name: str, options: TaskOptions, run_dir: Path, fresh: bool = True, distributed: bool = False
+    name: str, options: TaskOptions, run_dir: Path, fresh: bool = True, distributed: bool = False,
+    progress: bool = True,
 ) -> Task:
     """The task `name` (one of TASKS). fresh: a new run (mlm trains its tokenizer again
-    instead of reusing the run's); distributed: contrast across ranks (simclr)."""
+    instead of reusing the run's); distributed: contrast across ranks (simclr); progress:
+    show the progress of slow preparations (mlm's tokenizer training)."""
     builders = {
         "autoencoder": lambda: autoencoder(options),
         "simclr": lambda: simclr(options, gather_distributed=distributed),
-        "mlm": lambda: mlm(options, run_dir, fresh),
+        "mlm": lambda: mlm(options, run_dir, fresh, progress),
         "forecast": lambda: forecast(options),
     }
     if name not in builders:

@@ -11,7 +11,10 @@ import json
 import math
 import os
 import random
+import re
 import time
+import typing
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,12 +41,19 @@ class TrainConfig:
     log_every: int = 10
     metrics: str = "jsonl"  # out_dir/metrics.jsonl or out_dir/metrics.csv
     tensorboard: bool = True  # also out_dir/tensorboard/, when tensorboard is installed
-    checkpoint_every: int = 0  # steps; 0: only at the end
+    # Periodic checkpoints, whichever comes first (0 turns either off; both 0: only at the end).
+    # Time by default, so that a killed run loses about two minutes whatever its step time.
+    checkpoint_every: int = 0  # steps
+    checkpoint_seconds: float = 120.0  # wall-clock seconds since the last checkpoint
     out_dir: str = "runs/ssl"
     num_workers: int = 0
     compile: bool = False  # torch.compile the loss computation (forward; backward through AOTAutograd)
     chunk_size: int = 0  # > 0: contrastive steps in chunks (model.backward_chunked, gradient caching)
     extra: dict = field(default_factory=dict)
+
+
+CHECKPOINT = "checkpoint.pt"  # the checkpoint's name in out_dir
+_STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "step", "config", "rng")  # of every checkpoint
 
 
 def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
@@ -140,6 +150,7 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16")
         self.step = 0
+        self.train_seconds = 0.0  # wall time in fit() since step 0, over every resume
         self.out_dir = Path(config.out_dir)
 
     # ------------------------------------------------------------------ data
@@ -230,12 +241,17 @@ class Trainer:
 
     def fit(self, progress: bool = True, until: int | None = None) -> list[dict]:
         """Runs up to step `until` (default config.steps), then writes a checkpoint; returns
-        the logged metrics (also written to out_dir, see TrainConfig.metrics)."""
+        the logged metrics (also written to out_dir, see TrainConfig.metrics). Checkpoints
+        are also written along the way (TrainConfig.checkpoint_every / checkpoint_seconds)."""
         until = self.config.steps if until is None else min(until, self.config.steps)
         main = self.rank == 0
+        if main:  # what a run killed in the middle of a checkpoint write left
+            _partial(self.out_dir / CHECKPOINT).unlink(missing_ok=True)
         log = _MetricsLog(self.out_dir, self.config) if main else None
         bar = _progress(self.config.steps, self.step, progress and main)
         logged, window, samples, started = [], [], 0, time.perf_counter()
+        clock = started - self.train_seconds  # when the run would have started, had it never stopped
+        saved = started
         stream = self._stream()
         try:
             while self.step < until:
@@ -256,15 +272,36 @@ class Trainer:
                     window, samples, started = [], 0, time.perf_counter()
                 if bar is not None:
                     bar.update(1)
-                if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
-                    self.save()
+                if self.step < until and self._checkpoint_due(saved):
+                    saved = self._checkpoint(clock)
         finally:
             if bar is not None:
                 bar.close()
             if log is not None:
                 log.close()
-        self.save()
+        self._checkpoint(clock)
         return logged
+
+    def _checkpoint_due(self, saved: float) -> bool:
+        """Whether to checkpoint after this step, the last checkpoint having been written at
+        time `saved`. Rank 0's clock decides for every rank: saving is a collective call."""
+        every, seconds = self.config.checkpoint_every, self.config.checkpoint_seconds
+        if every and self.step % every == 0:
+            return True
+        if not seconds:
+            return False
+        due = time.perf_counter() - saved >= seconds
+        if self.world > 1:
+            flag = torch.tensor(float(due), device=self.device)
+            dist.broadcast(flag, 0)
+            due = bool(flag.item())
+        return due
+
+    def _checkpoint(self, clock: float) -> float:
+        """Saves, with the run's training time counted from `clock`; returns when it finished."""
+        self.train_seconds = time.perf_counter() - clock
+        self.save()
+        return time.perf_counter()
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -283,6 +320,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
+            "train_seconds": self.train_seconds,
             "config": asdict(self.config),
             "rng": ranks,
         }
@@ -291,26 +329,27 @@ class Trainer:
         """Writes the checkpoint atomically (a temporary file renamed over the target), so
         that an interrupted write never leaves a truncated checkpoint. Every rank calls it;
         rank 0 writes."""
-        path = Path(path) if path is not None else self.out_dir / "checkpoint.pt"
+        path = Path(path) if path is not None else self.out_dir / CHECKPOINT
         state = self.state()
         if self.rank == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
+            tmp = _partial(path)
             torch.save(state, tmp)
             os.replace(tmp, path)
         return path
 
     def load(self, checkpoint: str | Path | dict) -> None:
         """Restores a checkpoint written by save(), given as its path or as what
-        torch.load(path, weights_only=True) returned: a checkpoint file cannot run code. A
-        run resumed on another number of ranks continues with the random states it has,
-        and is then no longer an exact continuation."""
+        load_checkpoint(path) returned: a checkpoint file cannot run code. A run resumed on
+        another number of ranks continues with the random states it has, and is then no
+        longer an exact continuation."""
         state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
+        self.train_seconds = state.get("train_seconds", 0.0)  # absent from checkpoints of older versions
         _set_rng_state(state["rng"][self.rank % len(state["rng"])])
 
 
@@ -369,9 +408,64 @@ def _set_rng_state(rng: dict) -> None:
     _set_numpy_rng_state(rng["numpy"])
 
 
+def _partial(path: Path) -> Path:
+    """Where save() writes the checkpoint `path` before renaming it."""
+    return path.with_name(path.name + ".tmp")
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint file's contents, on the CPU, read with weights_only=True."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The contents of a checkpoint written by Trainer.save, on the CPU, read with
+    weights_only=True: a checkpoint file cannot run code. ValueError naming the file when
+    it cannot be read (not a torch.save file, truncated, corrupt, or holding objects other
+    than tensors and plain data) or lacks what a resume needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint {path}")
+    if not zipfile.is_zipfile(path):  # the central directory, at the end, is missing
+        raise ValueError(f"cannot read the checkpoint {path}: it is not a file written by torch.save, "
+                         "or it is truncated")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch's messages advise weights_only=False, which would run the file's code
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if refused:
+            raise ValueError(
+                f"cannot read the checkpoint {path}: besides tensors and plain data it holds {refused[1]}, "
+                "whose loading could run code"
+            ) from None
+        raise ValueError(f"cannot read the checkpoint {path}: it is corrupt") from None
+    _check_state(state, path)
+    return state
+
+
+def _check_state(state, path: Path) -> None:
+    """ValueError unless `state` has the structure Trainer.state() gives."""
+    what = f"{path} is not a checkpoint of ssl_fast's Trainer"
+    if not isinstance(state, dict):
+        raise ValueError(f"{what}: it holds a {type(state).__name__}")
+    missing = [key for key in _STATE_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"{what}: it lacks {', '.join(missing)}")
+    if not isinstance(state["step"], int) or state["step"] < 0:
+        raise ValueError(f"{what}: its step is {state['step']!r}")
+    dataclass_from_dict(TrainConfig, state["config"], f"the config of checkpoint {path}")
+
+
+def dataclass_from_dict(cls: type, values: object, what: str):
+    """cls(**values) for a dataclass `cls` and a dict read back from a file, or ValueError
+    naming `what` when values is no dict, has a key cls lacks, or a value of another type
+    than its field's (an int stands for a float)."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{what} is a {type(values).__name__}, not a dict")
+    types = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key not in types:
+            raise ValueError(f"{what} has an unknown key {key!r}")
+        kinds = typing.get_args(types[key]) or (types[key],)
+        if not isinstance(value, kinds + ((int,) if float in kinds else ())):
+            expected = " or ".join(kind.__name__ for kind in kinds)
+            raise ValueError(f"{what} has {key}={value!r}, not of type {expected}")
+    return cls(**values)
 
 
 def _numpy_rng_state() -> dict | None:
