@@ -289,6 +289,25 @@ def test_errors(monkeypatch, backend, kwargs, error, message):
         ssl_fast.mask_tokens(**kw)
 
 
+OOV_CONFIGS = {"bernoulli": {}, "exact": {"exact_count": True}, "words": {"word_ids": True}}
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("config", OOV_CONFIGS.values(), ids=OOV_CONFIGS.keys())
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_inplace_out_of_vocabulary_leaves_ids_untouched(monkeypatch, backend, config, dtype):
+    """The id outside the vocabulary is the last of 32768, after every block and row that
+    would be masked: the error comes before any write."""
+    monkeypatch.setenv("SSL_FAST_BACKEND", backend)
+    ids = ids_batch(64, 512, dtype=dtype)
+    ids[-1, -1] = VOCAB + 7
+    before = ids.clone()
+    message = rf"^mask_tokens: input_ids holds ids outside the vocabulary \[0, {VOCAB}\), e\.g\. {VOCAB + 7}$"
+    with pytest.raises(ValueError, match=message):
+        mask(ids, inplace=True, mlm_probability=0.5, **resolve(config, ids))
+    assert torch.equal(ids, before)
+
+
 # -- torch.library and torch.compile --------------------------------------------------------------
 
 

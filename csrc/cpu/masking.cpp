@@ -4,10 +4,12 @@
 // the element (common/philox.h), and the work is cut into fixed blocks of
 // tokens or rows, so the output does not depend on the thread count.
 //
-// mask_tokens reads the ids (and the special-tokens mask) once and writes the
-// masked ids and the labels: one Philox call gives the selection words of 4
-// tokens, and only the selected tokens (mlm_probability of them) draw again to
-// choose between mask token, random id and keeping the token.
+// mask_tokens first checks that every id is inside the vocabulary, so that an
+// error leaves the ids of an in-place call as they were. Then it reads the ids
+// (and the special-tokens mask) once more and writes the masked ids and the
+// labels: one Philox call gives the selection words of 4 tokens, and only the
+// selected tokens (mlm_probability of them) draw again to choose between mask
+// token, random id and keeping the token.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -19,6 +21,7 @@
 
 #include "../common/masking.h"
 #include "alloc.h"
+#include "simd.h"
 
 namespace ssl_fast::cpu {
 namespace {
@@ -42,14 +45,24 @@ void selection_words(const philox::Key& key, int64_t first, int64_t n, uint32_t*
   }
 }
 
-// The operands of one call, typed. The parameters are a copy, so that the stores
-// to the outputs cannot alias them and the hot loop keeps them in registers.
+// Whether every id is inside the vocabulary. Checked before anything is written,
+// so that an error leaves the ids of an in-place call as they were.
+template <typename id_t>
+SSL_FAST_CLONES bool in_vocabulary(const id_t* ids, int64_t n, int64_t vocab_size) {
+  uint64_t outside = 0;  // an integer reduction, which GCC vectorises
+  for (int64_t i = 0; i < n; ++i) outside |= static_cast<uint64_t>(int64_t(ids[i])) >= uint64_t(vocab_size);
+  return !outside;
+}
+
+// The operands of one call, typed, ids inside the vocabulary. The parameters are a
+// copy, so that the stores to the outputs cannot alias them and the hot loop keeps
+// them in registers.
 template <typename id_t>
 struct TokenPass {
   const MaskTokensCall& c;
   const MaskTokensParams p;
   const id_t* ids;
-  id_t* out;
+  id_t* out;  // ids itself in place
   int64_t* labels;
   const bool* special_mask;
   const int64_t* word_ids;
@@ -58,22 +71,17 @@ struct TokenPass {
     return (special_mask && special_mask[i]) || p.in_special_ids(id) || (word_ids && word_ids[i] < 0);
   }
 
-  // Writes token i; returns false when its id is outside the vocabulary.
-  bool write(int64_t i, bool selected) const {
+  void write(int64_t i, bool selected) const {
     const int64_t id = ids[i];
-    const bool valid = 0 <= id && id < p.vocab_size;
-    selected = selected && valid;
     out[i] = static_cast<id_t>(selected ? p.replace_selected(static_cast<uint64_t>(i), id) : id);
     labels[i] = selected ? id : -100;
-    return valid;
   }
 
   // Bernoulli selection per token (or per word), tokens [begin, end), in chunks: a
   // branch-free pass writes every token as unselected-or-kept and lists the selected
   // ones, then the few selected (mlm_probability of them) get their replacement.
   template <bool kMask, bool kIds, bool kWords>
-  bool bernoulli(int64_t begin, int64_t end) const {
-    bool valid = true;
+  void bernoulli(int64_t begin, int64_t end) const {
     uint32_t u[kChunk];
     int64_t chosen[kChunk];
     for (int64_t start = begin; start < end; start += kChunk) {
@@ -90,13 +98,11 @@ struct TokenPass {
       for (int64_t j = 0; j < n; ++j) {
         const int64_t i = start + j;
         const int64_t id = ids[i];
-        const bool in_vocab = static_cast<uint64_t>(id) < static_cast<uint64_t>(p.vocab_size);
         bool special = false;
         if constexpr (kWords) special = this->special(i, id);  // rare: every check at run time
         if constexpr (kMask) special |= special_mask[i];
         if constexpr (kIds) special |= p.in_special_ids(id);
-        const bool selected = in_vocab && !special && u[j] < p.select;
-        valid &= in_vocab;
+        const bool selected = !special && u[j] < p.select;
         out[i] = static_cast<id_t>(id);
         labels[i] = selected ? id : -100;
         chosen[n_chosen] = i;
@@ -109,10 +115,9 @@ struct TokenPass {
                                           : p.replace_selected_by(index, labels[i], u[i - start]));
       }
     }
-    return valid;
   }
 
-  bool bernoulli(int64_t begin, int64_t end) const {
+  void bernoulli(int64_t begin, int64_t end) const {
     const bool mask = special_mask != nullptr, ids_given = p.n_special > 0, words = word_ids != nullptr;
     if (words) return bernoulli<false, false, true>(begin, end);
     if (mask) return ids_given ? bernoulli<true, true, false>(begin, end) : bernoulli<true, false, false>(begin, end);
@@ -120,7 +125,7 @@ struct TokenPass {
   }
 
   // exact_count: the round(p * m) non-special tokens of the row with the smallest rank keys.
-  bool exact_row(int64_t row, std::vector<uint64_t>& keys, std::vector<uint32_t>& u) const {
+  void exact_row(int64_t row, std::vector<uint64_t>& keys, std::vector<uint32_t>& u) const {
     const int64_t begin = row * c.length, L = c.length;
     const int64_t first = begin & ~int64_t(3);  // selection words come in groups of 4
     selection_words(c.params.key, first, begin + L - first, u.data());
@@ -135,39 +140,35 @@ struct TokenPass {
       std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end());
       last = keys[k - 1];
     }
-    bool valid = true;
     for (int64_t l = 0; l < L; ++l) {
       const int64_t i = begin + l;
-      valid &= write(i, k > 0 && !special(i, ids[i]) && rank_key(word[l], l) <= last);
+      write(i, k > 0 && !special(i, ids[i]) && rank_key(word[l], l) <= last);
     }
-    return valid;
   }
 
   void run() const {
-    std::atomic<bool> valid{true};
+    const int64_t n = c.rows * c.length;
+    std::atomic<bool> inside{true};
+    at::parallel_for(0, n, kTaskWork, [&](int64_t i0, int64_t i1) {
+      if (!in_vocabulary(ids + i0, i1 - i0, p.vocab_size)) inside = false;
+    });
+    if (!inside.load()) {
+      const id_t* bad = std::find_if(ids, ids + n, [&](int64_t id) { return id < 0 || id >= p.vocab_size; });
+      TORCH_CHECK_VALUE(false, "mask_tokens: input_ids holds ids outside the vocabulary [0, ", p.vocab_size,
+                        "), e.g. ", *bad);
+    }
     if (c.exact) {
       at::parallel_for(0, c.rows, row_grain(c.length), [&](int64_t r0, int64_t r1) {
         std::vector<uint64_t> keys;
         std::vector<uint32_t> u(c.length + 8);
         keys.reserve(c.length);
-        bool ok = true;
-        for (int64_t r = r0; r < r1; ++r) ok &= exact_row(r, keys, u);
-        if (!ok) valid = false;
+        for (int64_t r = r0; r < r1; ++r) exact_row(r, keys, u);
       });
     } else {
-      const int64_t n = c.rows * c.length;
       const int64_t blocks = (n + kTokenBlock - 1) / kTokenBlock;
       at::parallel_for(0, blocks, std::max<int64_t>(1, kTaskWork / kTokenBlock), [&](int64_t b0, int64_t b1) {
-        bool ok = true;
-        for (int64_t b = b0; b < b1; ++b) ok &= bernoulli(b * kTokenBlock, std::min(n, (b + 1) * kTokenBlock));
-        if (!ok) valid = false;
+        for (int64_t b = b0; b < b1; ++b) bernoulli(b * kTokenBlock, std::min(n, (b + 1) * kTokenBlock));
       });
-    }
-    if (!valid.load()) {  // the error path: find an offending id for the message
-      const int64_t n = c.rows * c.length;
-      const id_t* bad = std::find_if(ids, ids + n, [&](int64_t id) { return id < 0 || id >= c.params.vocab_size; });
-      TORCH_CHECK_VALUE(false, "mask_tokens: input_ids holds ids outside the vocabulary [0, ", c.params.vocab_size,
-                        "), e.g. ", *bad);
     }
   }
 };
