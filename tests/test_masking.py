@@ -106,6 +106,27 @@ def test_kernel_matches_reference(monkeypatch, config, shape, dtype):
     assert torch.equal(out, ref_out) and torch.equal(labels, ref_labels)
 
 
+# Token counts around the SIMD widths of the generator (4 or 8 counters of 4 tokens a
+# register, 2 to 4 registers at once) and its chunks (256 tokens); rows of odd lengths start
+# at offsets that are not multiples of 4, where exact_count computes a row's own words.
+TAIL_SHAPES = [(1, n) for n in (1, 3, 5, 15, 17, 31, 33, 63, 65, 127, 129, 255, 257, 4099)]
+TAIL_SHAPES += [(7, 37), (5, 131), (3, 1029)]
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["bernoulli", "exact"])
+@pytest.mark.parametrize("shape", TAIL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_vector_tails_match_reference(monkeypatch, shape, exact):
+    ids = ids_batch(*shape)
+    kw = {"mlm_probability": 0.5, "mask_replace_prob": 0.4, "random_replace_prob": 0.4, "exact_count": exact}
+    out, labels = mask(ids, **kw)
+    ref_out, ref_labels = mask_reference(monkeypatch, ids, **kw)
+    assert torch.equal(out, ref_out) and torch.equal(labels, ref_labels)
+    x = torch.arange(math.prod(shape), dtype=torch.float32).view(*shape, 1)
+    got = ssl_fast.random_masking(x, 0.5, seed=3)
+    monkeypatch.setenv("SSL_FAST_BACKEND", "torch")
+    assert all(torch.equal(a, b) for a, b in zip(got, ssl_fast.random_masking(x, 0.5, seed=3), strict=True))
+
+
 def test_non_contiguous_and_inplace():
     ids = ids_batch(64, 300)
     view = ids.t()  # rows of length 64, strided

@@ -7,9 +7,10 @@
 // mask_tokens first checks that every id is inside the vocabulary, so that an
 // error leaves the ids of an in-place call as they were. Then it reads the ids
 // (and the special-tokens mask) once more and writes the masked ids and the
-// labels: one Philox call gives the selection words of 4 tokens, and only the
-// selected tokens (mlm_probability of them) draw again to choose between mask
-// token, random id and keeping the token.
+// labels: one Philox call gives the selection words of 4 tokens, computed 16 or
+// 32 at a time in SIMD lanes (philox_lanes.h), and only the selected tokens
+// (mlm_probability of them) draw again to choose between mask token, random id
+// and keeping the token.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -21,6 +22,7 @@
 
 #include "../common/masking.h"
 #include "alloc.h"
+#include "philox_lanes.h"
 #include "simd.h"
 
 namespace ssl_fast::cpu {
@@ -34,15 +36,10 @@ constexpr int64_t kTaskWork = int64_t(1) << 15;  // elements a parallel task sho
 // thread, where waking a second one would cost more than it saves.
 int64_t row_grain(int64_t work) { return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(1, work)); }
 
-// Selection words of the tokens [first, first + n), first a multiple of 4. (Scalar
-// Philox measured faster here than 4 to 16 calls advanced in lock-step for the
-// compiler to vectorise: x86-64's baseline SSE2 has no 4-lane 32x32->64 multiply.)
+// Selection words of the tokens [first, first + n), first a multiple of 4; out has
+// room for n rounded up to a multiple of 4.
 void selection_words(const philox::Key& key, int64_t first, int64_t n, uint32_t* out) {
-  const int64_t groups = (n + 3) / 4;
-  for (int64_t g = 0; g < groups; ++g) {
-    const philox::Out r = key(static_cast<uint64_t>(first / 4 + g), philox::kSelect);
-    std::memcpy(out + 4 * g, r.w, sizeof r.w);
-  }
+  philox_words(key, static_cast<uint64_t>(first / 4), (n + 3) / 4, philox::kSelect, out);
 }
 
 // Whether every id is inside the vocabulary. Checked before anything is written,
