@@ -4,7 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include "cpu/alloc.h"
-#include "cpu/tile_gemm.h"
+#include "cpu/simd.h"
 
 #ifndef SSL_FAST_CUDA_ARCHS
 #define SSL_FAST_CUDA_ARCHS ""
@@ -38,5 +38,6 @@ pybind11::dict build_info() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("build_info", &build_info, "How this binary was built (flags, CUDA archs, torch version).");
   m.def("empty_cache", &ssl_fast::cpu::empty_cache, "Frees the CPU output buffers kept for reuse.");
-  m.def("cpu_isa", &ssl_fast::cpu::tile_gemm::isa, "The instruction set of the CPU tile GEMMs.");
+  m.def("cpu_isa", &ssl_fast::cpu::simd_level_name,
+        "The instruction set of the CPU kernels with a path per set (tile GEMMs, Philox lanes).");
 }

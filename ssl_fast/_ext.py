@@ -94,8 +94,9 @@ def build_info() -> dict:
 
 
 def cpu_isa() -> str | None:
-    """The instruction set the CPU kernels' tile GEMMs run with ("avx512", "avx2" or
-    "baseline"; SSL_FAST_CPU_ISA may name a lower one); None without the extension."""
+    """The instruction set of the CPU kernels that have a path per set, the contrastive tile
+    GEMMs and the masking's Philox lanes: "avx512", "avx2" or "baseline" (SSL_FAST_CPU_ISA
+    may name a lower one than the CPU has); None without the extension."""
     if not LOADED:
         return None
     try:

@@ -46,7 +46,7 @@ def _info(args: argparse.Namespace) -> int:
         print(f"ssl_fast._C      not loaded: {ext['error']}")
     print(f"backend          {info['backend']} (SSL_FAST_BACKEND)")
     if info["cpu_isa"]:
-        print(f"cpu tile GEMMs   {info['cpu_isa']} (SSL_FAST_CPU_ISA)")
+        print(f"cpu vector code  {info['cpu_isa']} (SSL_FAST_CPU_ISA)")
     print(f"{'op':<24} {'cpu':<6} cuda")
     for op, kernels in info["ops"].items():
         print(f"{op:<24} {'yes' if kernels['cpu'] else 'no':<6} {'yes' if kernels['cuda'] else 'no'}")

@@ -146,9 +146,9 @@ def test_fixed_order_sums(shape, gen):
 
 
 # ----------------------------------------------------------------- instruction sets
-# The tile GEMMs are compiled for AVX-512, AVX2 and the x86-64 baseline, and the best the
-# CPU has runs. SSL_FAST_CPU_ISA selects a lower one: each is checked here, in a process
-# of its own, for accuracy and for its bits on any thread count.
+# The tile GEMMs and the Philox lanes are compiled for AVX-512, AVX2 and the x86-64
+# baseline, and the best the CPU has runs. SSL_FAST_CPU_ISA selects a lower one: each is
+# checked here, in a process of its own, for accuracy and for its bits on any thread count.
 
 ISAS = ["avx512", "avx2", "baseline"]
 ISA_TESTS = [
@@ -158,6 +158,8 @@ ISA_TESTS = [
     "tests/test_contrastive.py::test_info_nce_matches_formula",
     "tests/test_contrastive.py::test_nt_xent_temperatures",
     "tests/test_contrastive.py::test_gradcheck_nt_xent",
+    "tests/test_masking.py::test_vector_tails_match_reference",
+    "tests/test_masking.py::test_same_bits_for_any_thread_count",
 ]
 
 

@@ -106,6 +106,27 @@ def test_kernel_matches_reference(monkeypatch, config, shape, dtype):
     assert torch.equal(out, ref_out) and torch.equal(labels, ref_labels)
 
 
+# Token counts around the SIMD widths of the generator (4 or 8 counters of 4 tokens a
+# register, 2 to 4 registers at once) and its chunks (256 tokens); rows of odd lengths start
+# at offsets that are not multiples of 4, where exact_count computes a row's own words.
+TAIL_SHAPES = [(1, n) for n in (1, 3, 5, 15, 17, 31, 33, 63, 65, 127, 129, 255, 257, 4099)]
+TAIL_SHAPES += [(7, 37), (5, 131), (3, 1029)]
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["bernoulli", "exact"])
+@pytest.mark.parametrize("shape", TAIL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_vector_tails_match_reference(monkeypatch, shape, exact):
+    ids = ids_batch(*shape)
+    kw = {"mlm_probability": 0.5, "mask_replace_prob": 0.4, "random_replace_prob": 0.4, "exact_count": exact}
+    out, labels = mask(ids, **kw)
+    ref_out, ref_labels = mask_reference(monkeypatch, ids, **kw)
+    assert torch.equal(out, ref_out) and torch.equal(labels, ref_labels)
+    x = torch.arange(math.prod(shape), dtype=torch.float32).view(*shape, 1)
+    got = ssl_fast.random_masking(x, 0.5, seed=3)
+    monkeypatch.setenv("SSL_FAST_BACKEND", "torch")
+    assert all(torch.equal(a, b) for a, b in zip(got, ssl_fast.random_masking(x, 0.5, seed=3), strict=True))
+
+
 def test_non_contiguous_and_inplace():
     ids = ids_batch(64, 300)
     view = ids.t()  # rows of length 64, strided
@@ -289,6 +310,25 @@ def test_errors(monkeypatch, backend, kwargs, error, message):
         ssl_fast.mask_tokens(**kw)
 
 
+OOV_CONFIGS = {"bernoulli": {}, "exact": {"exact_count": True}, "words": {"word_ids": True}}
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("config", OOV_CONFIGS.values(), ids=OOV_CONFIGS.keys())
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_inplace_out_of_vocabulary_leaves_ids_untouched(monkeypatch, backend, config, dtype):
+    """The id outside the vocabulary is the last of 32768, after every block and row that
+    would be masked: the error comes before any write."""
+    monkeypatch.setenv("SSL_FAST_BACKEND", backend)
+    ids = ids_batch(64, 512, dtype=dtype)
+    ids[-1, -1] = VOCAB + 7
+    before = ids.clone()
+    message = rf"^mask_tokens: input_ids holds ids outside the vocabulary \[0, {VOCAB}\), e\.g\. {VOCAB + 7}$"
+    with pytest.raises(ValueError, match=message):
+        mask(ids, inplace=True, mlm_probability=0.5, **resolve(config, ids))
+    assert torch.equal(ids, before)
+
+
 # -- torch.library and torch.compile --------------------------------------------------------------
 
 
@@ -332,6 +372,7 @@ def test_compile_fullgraph():
         assert torch.equal(got, want)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # inside torch's inductor
 def test_compile_non_contiguous_ids():
     """Inductor checks op outputs against the fake kernel's strides: those of transposed ids
     must be declared contiguous, as the kernels return them."""
@@ -383,7 +424,7 @@ def test_random_masking_dtypes_and_threads(dtype):
     before = torch.get_num_threads()
     try:
         results = []
-        for threads in (1, 3):
+        for threads in (1, 2, 3, 4):
             torch.set_num_threads(threads)
             results.append(ssl_fast.random_masking(x, 0.6, seed=1))
     finally:

@@ -31,20 +31,14 @@
 #include <vector>
 
 #include "../common/contrastive_args.h"
+#include "simd.h"
 #include "tile_gemm.h"
 
 namespace ssl_fast::cpu {
 namespace {
 
-// The float epilogues are compiled twice, for x86-64-v3 (AVX2 and FMA: three times the
-// speed of the baseline's SSE2 exp) and for the baseline; the loader picks one for the CPU.
-// Everything they call is force-inlined so that it is compiled for the clone's target.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define SSL_FAST_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SSL_FAST_CLONES
-#endif
-#define SSL_FAST_INLINE [[gnu::always_inline]] inline
+// The float epilogues are SSL_FAST_CLONES (simd.h): AVX2 and FMA give three times the
+// speed of the baseline's SSE2 exp.
 
 constexpr int64_t kTile = 256;  // a 256 x 256 fp32 tile is 256 KiB: it stays in L2
 constexpr int kLanes = 16;      // independent accumulators, so the row sums vectorise

@@ -4,10 +4,16 @@
 // the element (common/philox.h), and the work is cut into fixed blocks of
 // tokens or rows, so the output does not depend on the thread count.
 //
-// mask_tokens reads the ids (and the special-tokens mask) once and writes the
-// masked ids and the labels: one Philox call gives the selection words of 4
-// tokens, and only the selected tokens (mlm_probability of them) draw again to
-// choose between mask token, random id and keeping the token.
+// mask_tokens first checks that every id is inside the vocabulary, so that an
+// error leaves the ids of an in-place call as they were. Then it reads the ids
+// (and the special-tokens mask) once more and writes the masked ids and the
+// labels. One Philox call gives the selection words of 4 tokens, computed 16 or
+// 32 at a time in SIMD lanes (philox_lanes.h). A token selected by its own
+// selection word also takes from that word the choice between mask token,
+// random id and keeping the token, in branch-free loops that GCC vectorises;
+// only the random ids (mlm_probability * random_replace_prob of the tokens)
+// call Philox again. Exact counts and whole words draw the choice from the
+// kReplace stream for each selected token.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -19,100 +25,145 @@
 
 #include "../common/masking.h"
 #include "alloc.h"
+#include "philox_lanes.h"
+#include "simd.h"
 
 namespace ssl_fast::cpu {
 namespace {
 
 constexpr int64_t kTokenBlock = 4096;  // tokens per parallel block (a multiple of 4)
-constexpr int64_t kChunk = 256;        // selection words computed together (a multiple of 4)
+constexpr int64_t kChunk = 256;        // tokens whose selection words are computed together
+static_assert(kChunk % 64 == 0, "a chunk's flags are read 64 at a time");
 constexpr int64_t kTaskWork = int64_t(1) << 15;  // elements a parallel task should at least handle
 
 // Rows per parallel task for rows of `work` elements each: small calls stay on one
 // thread, where waking a second one would cost more than it saves.
 int64_t row_grain(int64_t work) { return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(1, work)); }
 
-// Selection words of the tokens [first, first + n), first a multiple of 4. (Scalar
-// Philox measured faster here than 4 to 16 calls advanced in lock-step for the
-// compiler to vectorise: x86-64's baseline SSE2 has no 4-lane 32x32->64 multiply.)
+// Selection words of the tokens [first, first + n), first a multiple of 4; out has
+// room for n rounded up to a multiple of 4.
 void selection_words(const philox::Key& key, int64_t first, int64_t n, uint32_t* out) {
-  const int64_t groups = (n + 3) / 4;
-  for (int64_t g = 0; g < groups; ++g) {
-    const philox::Out r = key(static_cast<uint64_t>(first / 4 + g), philox::kSelect);
-    std::memcpy(out + 4 * g, r.w, sizeof r.w);
-  }
+  philox_words(key, static_cast<uint64_t>(first / 4), (n + 3) / 4, philox::kSelect, out);
 }
 
-// The operands of one call, typed. The parameters are a copy, so that the stores
-// to the outputs cannot alias them and the hot loop keeps them in registers.
+// Bit b of the result is flag[b], for 8 flags of 0 or 1: the multiply moves byte b's
+// low bit to bit 56 + b, and no other partial product reaches bits 56-63.
+SSL_FAST_INLINE uint64_t pack_flags(const uint8_t* flag) {
+  uint64_t x;
+  std::memcpy(&x, flag, sizeof x);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  x = __builtin_bswap64(x);
+#endif
+  return (x * 0x0102040810204080u) >> 56;
+}
+
+// u < t for 32-bit words u and a threshold t <= 2^32, in 32-bit arithmetic, which
+// GCC vectorises in 32-bit lanes.
+struct Below {
+  uint32_t max;
+  bool any;
+  explicit Below(uint64_t t) : max(static_cast<uint32_t>(t - (t > 0))), any(t > 0) {}
+  SSL_FAST_INLINE bool operator()(uint32_t u) const { return any & (u <= max); }
+};
+
+// Whether every id is inside the vocabulary. Checked before anything is written,
+// so that an error leaves the ids of an in-place call as they were.
+template <typename id_t>
+SSL_FAST_CLONES bool in_vocabulary(const id_t* ids, int64_t n, int64_t vocab_size) {
+  uint64_t outside = 0;  // an integer reduction, which GCC vectorises
+  for (int64_t i = 0; i < n; ++i) outside |= static_cast<uint64_t>(int64_t(ids[i])) >= uint64_t(vocab_size);
+  return !outside;
+}
+
+// The operands of one call, typed, ids inside the vocabulary. The parameters are a
+// copy, so that the stores to the outputs cannot alias them and the hot loop keeps
+// them in registers.
 template <typename id_t>
 struct TokenPass {
   const MaskTokensCall& c;
   const MaskTokensParams p;
   const id_t* ids;
-  id_t* out;
+  id_t* out;  // ids itself in place
   int64_t* labels;
-  const bool* special_mask;
+  const uint8_t* special_mask;
   const int64_t* word_ids;
 
   bool special(int64_t i, int64_t id) const {
     return (special_mask && special_mask[i]) || p.in_special_ids(id) || (word_ids && word_ids[i] < 0);
   }
 
-  // Writes token i; returns false when its id is outside the vocabulary.
-  bool write(int64_t i, bool selected) const {
+  void write(int64_t i, bool selected) const {
     const int64_t id = ids[i];
-    const bool valid = 0 <= id && id < p.vocab_size;
-    selected = selected && valid;
     out[i] = static_cast<id_t>(selected ? p.replace_selected(static_cast<uint64_t>(i), id) : id);
     labels[i] = selected ? id : -100;
-    return valid;
   }
 
-  // Bernoulli selection per token (or per word), tokens [begin, end), in chunks: a
-  // branch-free pass writes every token as unselected-or-kept and lists the selected
-  // ones, then the few selected (mlm_probability of them) get their replacement.
+  // Bernoulli selection per token (or per word), tokens [begin, end), in chunks of
+  // kChunk. Branch-free loops that GCC vectorises take the decisions (selected,
+  // masked, random id) of every token from its selection word and write the labels
+  // and the ids; then the few that draw from the kReplace stream (the random ids,
+  // mlm_probability * random_replace_prob of the tokens; with word ids, every
+  // selected token) are found from their flags 64 at a time.
   template <bool kMask, bool kIds, bool kWords>
-  bool bernoulli(int64_t begin, int64_t end) const {
-    bool valid = true;
+  SSL_FAST_CLONES void bernoulli(int64_t begin, int64_t end) const {
+    const MaskTokensParams q = p;  // a local: GCC reloads members after every store through a pointer
+    const id_t* in = ids;
+    id_t* __restrict to = out;
+    int64_t* __restrict label = labels;
+    const uint8_t* __restrict mask = special_mask;
+    // MaskTokensParams::replace_selected_by's decision, on 32-bit words.
+    const Below selected(q.select), masked(q.selected_mask), randomised(q.selected_random);
     uint32_t u[kChunk];
-    int64_t chosen[kChunk];
+    uint8_t special_id[kChunk], flag[kChunk], to_mask[kChunk];
+    uint8_t to_draw[kChunk] = {};  // read 8 at a time: bits past the chunk's end are cleared
     for (int64_t start = begin; start < end; start += kChunk) {
       const int64_t n = std::min(kChunk, end - start);
       if constexpr (kWords) {
         for (int64_t j = 0; j < n; ++j) {
           const int64_t i = start + j;
-          u[j] = p.key.word(static_cast<uint32_t>(word_ids[i]), static_cast<uint32_t>(i / c.length)).w[0];
+          u[j] = q.key.word(static_cast<uint32_t>(word_ids[i]), static_cast<uint32_t>(i / c.length)).w[0];
         }
       } else {
-        selection_words(p.key, start, n, u);
+        selection_words(q.key, start, n, u);
       }
-      int64_t n_chosen = 0;
+      if (to != in) std::copy(in + start, in + start + n, to + start);
+      if constexpr (kIds) {  // one pass per special id: loops that vectorise
+        std::fill(special_id, special_id + n, uint8_t(0));
+        for (int64_t k = 0; k < q.n_special; ++k) {
+          const int64_t s = q.special_ids[k];
+          for (int64_t j = 0; j < n; ++j) special_id[j] |= to[start + j] == s;
+        }
+      }
       for (int64_t j = 0; j < n; ++j) {
-        const int64_t i = start + j;
-        const int64_t id = ids[i];
-        const bool in_vocab = static_cast<uint64_t>(id) < static_cast<uint64_t>(p.vocab_size);
         bool special = false;
-        if constexpr (kWords) special = this->special(i, id);  // rare: every check at run time
-        if constexpr (kMask) special |= special_mask[i];
-        if constexpr (kIds) special |= p.in_special_ids(id);
-        const bool selected = in_vocab && !special && u[j] < p.select;
-        valid &= in_vocab;
-        out[i] = static_cast<id_t>(id);
-        labels[i] = selected ? id : -100;
-        chosen[n_chosen] = i;
-        n_chosen += selected;
+        if constexpr (kWords) special = this->special(start + j, to[start + j]);  // rare: every check at run time
+        if constexpr (kMask) special |= mask[start + j] != 0;
+        if constexpr (kIds) special |= special_id[j] != 0;
+        const bool chosen = !special & selected(u[j]);
+        flag[j] = chosen;
+        to_mask[j] = !kWords & chosen & masked(u[j]);
+        to_draw[j] = chosen & (kWords | (!masked(u[j]) & randomised(u[j])));
       }
-      for (int64_t k = 0; k < n_chosen; ++k) {
-        const int64_t i = chosen[k];
-        const auto index = static_cast<uint64_t>(i);
-        out[i] = static_cast<id_t>(kWords ? p.replace_selected(index, labels[i])
-                                          : p.replace_selected_by(index, labels[i], u[i - start]));
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t id = to[start + j];
+        label[start + j] = flag[j] ? id : -100;
+        to[start + j] = to_mask[j] ? static_cast<id_t>(q.mask_token_id) : static_cast<id_t>(id);
+      }
+      for (int64_t w = 0; w < n; w += 64) {
+        uint64_t bits = 0;  // bit b: token w + b draws
+        for (int b = 0; b < 64; b += 8) bits |= pack_flags(to_draw + w + b) << b;
+        if (n - w < 64) bits &= (uint64_t(1) << (n - w)) - 1;
+        for (; bits; bits &= bits - 1) {
+          const int64_t i = start + w + __builtin_ctzll(bits);
+          const auto index = static_cast<uint64_t>(i);
+          to[i] = static_cast<id_t>(kWords ? q.replace_selected(index, to[i])
+                                           : q.random_id(q.key(index, philox::kReplace)));
+        }
       }
     }
-    return valid;
   }
 
-  bool bernoulli(int64_t begin, int64_t end) const {
+  void bernoulli(int64_t begin, int64_t end) const {
     const bool mask = special_mask != nullptr, ids_given = p.n_special > 0, words = word_ids != nullptr;
     if (words) return bernoulli<false, false, true>(begin, end);
     if (mask) return ids_given ? bernoulli<true, true, false>(begin, end) : bernoulli<true, false, false>(begin, end);
@@ -120,7 +171,7 @@ struct TokenPass {
   }
 
   // exact_count: the round(p * m) non-special tokens of the row with the smallest rank keys.
-  bool exact_row(int64_t row, std::vector<uint64_t>& keys, std::vector<uint32_t>& u) const {
+  void exact_row(int64_t row, std::vector<uint64_t>& keys, std::vector<uint32_t>& u) const {
     const int64_t begin = row * c.length, L = c.length;
     const int64_t first = begin & ~int64_t(3);  // selection words come in groups of 4
     selection_words(c.params.key, first, begin + L - first, u.data());
@@ -135,39 +186,35 @@ struct TokenPass {
       std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end());
       last = keys[k - 1];
     }
-    bool valid = true;
     for (int64_t l = 0; l < L; ++l) {
       const int64_t i = begin + l;
-      valid &= write(i, k > 0 && !special(i, ids[i]) && rank_key(word[l], l) <= last);
+      write(i, k > 0 && !special(i, ids[i]) && rank_key(word[l], l) <= last);
     }
-    return valid;
   }
 
   void run() const {
-    std::atomic<bool> valid{true};
+    const int64_t n = c.rows * c.length;
+    std::atomic<bool> inside{true};
+    at::parallel_for(0, n, kTaskWork, [&](int64_t i0, int64_t i1) {
+      if (!in_vocabulary(ids + i0, i1 - i0, p.vocab_size)) inside = false;
+    });
+    if (!inside.load()) {
+      const id_t* bad = std::find_if(ids, ids + n, [&](int64_t id) { return id < 0 || id >= p.vocab_size; });
+      TORCH_CHECK_VALUE(false, "mask_tokens: input_ids holds ids outside the vocabulary [0, ", p.vocab_size,
+                        "), e.g. ", *bad);
+    }
     if (c.exact) {
       at::parallel_for(0, c.rows, row_grain(c.length), [&](int64_t r0, int64_t r1) {
         std::vector<uint64_t> keys;
         std::vector<uint32_t> u(c.length + 8);
         keys.reserve(c.length);
-        bool ok = true;
-        for (int64_t r = r0; r < r1; ++r) ok &= exact_row(r, keys, u);
-        if (!ok) valid = false;
+        for (int64_t r = r0; r < r1; ++r) exact_row(r, keys, u);
       });
     } else {
-      const int64_t n = c.rows * c.length;
       const int64_t blocks = (n + kTokenBlock - 1) / kTokenBlock;
       at::parallel_for(0, blocks, std::max<int64_t>(1, kTaskWork / kTokenBlock), [&](int64_t b0, int64_t b1) {
-        bool ok = true;
-        for (int64_t b = b0; b < b1; ++b) ok &= bernoulli(b * kTokenBlock, std::min(n, (b + 1) * kTokenBlock));
-        if (!ok) valid = false;
+        for (int64_t b = b0; b < b1; ++b) bernoulli(b * kTokenBlock, std::min(n, (b + 1) * kTokenBlock));
       });
-    }
-    if (!valid.load()) {  // the error path: find an offending id for the message
-      const int64_t n = c.rows * c.length;
-      const id_t* bad = std::find_if(ids, ids + n, [&](int64_t id) { return id < 0 || id >= c.params.vocab_size; });
-      TORCH_CHECK_VALUE(false, "mask_tokens: input_ids holds ids outside the vocabulary [0, ", c.params.vocab_size,
-                        "), e.g. ", *bad);
     }
   }
 };
@@ -176,7 +223,7 @@ void mask_tokens_into(const MaskTokensCall& c, const at::Tensor& out, const at::
   AT_DISPATCH_INDEX_TYPES(c.ids.scalar_type(), "ssl_fast_mask_tokens_cpu", [&] {
     TokenPass<index_t>{
         c, c.params, c.ids.const_data_ptr<index_t>(), out.data_ptr<index_t>(), labels.data_ptr<int64_t>(),
-        c.special_mask.defined() ? c.special_mask.const_data_ptr<bool>() : nullptr,
+        c.special_mask.defined() ? reinterpret_cast<const uint8_t*>(c.special_mask.const_data_ptr<bool>()) : nullptr,
         c.word_ids.defined() ? c.word_ids.const_data_ptr<int64_t>() : nullptr}
         .run();
   });

@@ -1,5 +1,5 @@
 // The tile GEMMs of tile_gemm.h: packed operands and a register-blocked micro-kernel
-// (after GotoBLAS / BLIS), compiled once per instruction set and chosen at run time.
+// (after GotoBLAS / BLIS), compiled once per instruction set; simd_level() picks one.
 //
 // A block of k (at most kDepth) is packed: a into panels of MR rows (k-major, so that the
 // micro-kernel broadcasts a[r][p]), b into one panel of NR columns at a time (it stays in
@@ -9,19 +9,15 @@
 // same wherever the block lies, and blocks over k continue it through c exactly.
 #include "tile_gemm.h"
 
-#include <c10/util/Exception.h>
-
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
-#include <string>
+
+#include "simd.h"
 
 namespace ssl_fast::cpu::tile_gemm {
 namespace {
-
-#define SSL_FAST_INLINE [[gnu::always_inline]] inline
 
 constexpr int64_t kDepth = 256;  // k per packed block: a b panel (kDepth x NR) fits L1
 constexpr size_t kAlign = 64;
@@ -169,8 +165,7 @@ using Baseline = Kernel<T, 16 / sizeof(T), 4, 2>;
 template <typename T>
 using Gemm = void (*)(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*, int64_t, T*, int64_t);
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SSL_FAST_X86_ISAS 1
+#ifdef SSL_FAST_X86_SIMD
 template <typename T>
 [[gnu::target("arch=x86-64-v4")]] void gemm_avx512(bool nt, bool trans_a, int64_t m, int64_t n, int64_t k, T alpha,
                                                     const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
@@ -190,41 +185,13 @@ void gemm_baseline(bool nt, bool trans_a, int64_t m, int64_t n, int64_t k, T alp
   Baseline<T>::gemm(nt, trans_a, m, n, k, alpha, a, lda, b, ldb, c, ldc);
 }
 
-enum Level { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
-constexpr const char* kNames[] = {"baseline", "avx2", "avx512"};
-
-Level best_level() {
-#ifdef SSL_FAST_X86_ISAS
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("x86-64-v4")) return kAvx512;
-  if (__builtin_cpu_supports("x86-64-v3")) return kAvx2;
-#endif
-  return kBaseline;
-}
-
-// SSL_FAST_CPU_ISA caps the level (to test or compare the lower kernels on a newer CPU).
-Level chosen_level() {
-  const Level best = best_level();
-  const char* env = std::getenv("SSL_FAST_CPU_ISA");
-  if (env == nullptr || *env == '\0') return best;
-  for (int level = kBaseline; level <= kAvx512; ++level) {
-    if (std::string(env) == kNames[level]) return std::min(best, Level(level));
-  }
-  TORCH_CHECK_VALUE(false, "SSL_FAST_CPU_ISA must be avx512, avx2 or baseline, got '", env, "'");
-}
-
-Level level() {
-  static const Level chosen = chosen_level();
-  return chosen;
-}
-
 template <typename T>
 Gemm<T> kernel() {
-  switch (level()) {
-#ifdef SSL_FAST_X86_ISAS
-    case kAvx512:
+  switch (simd_level()) {
+#ifdef SSL_FAST_X86_SIMD
+    case SimdLevel::kAvx512:
       return &gemm_avx512<T>;
-    case kAvx2:
+    case SimdLevel::kAvx2:
       return &gemm_avx2<T>;
 #endif
     default:
@@ -245,8 +212,6 @@ void acc(bool trans_a, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int
          T* c, int64_t ldc) {
   kernel<T>()(false, trans_a, m, n, k, alpha, a, lda, b, ldb, c, ldc);
 }
-
-const char* isa() { return kNames[level()]; }
 
 template void nt<float>(int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float*,
                         int64_t);

@@ -4,9 +4,10 @@
 // code path, and with it the summation order, by CPU, by thread count and by whether it
 // is called inside a parallel region: the same tile could round differently on 1 and 2
 // threads. Here every output element is one chain of multiply-adds over k in increasing
-// order, whatever the thread count, the blocking or the element's place in the tile, so
-// results depend only on the instruction set in use (see isa()). dot(a, b) and dot(b, a)
-// are the same chain: the logits of the self form are exactly symmetric.
+// order, whatever the thread count, the blocking or the element's place in the tile.
+// With AVX-512 and with AVX2 the chain is of fused multiply-adds and the bits are the
+// same; the baseline (simd.h) rounds each product. dot(a, b) and dot(b, a) are the same
+// chain: the logits of the self form are exactly symmetric.
 #pragma once
 
 #include <cstdint>
@@ -25,9 +26,5 @@ void nt(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const
 template <typename T>
 void acc(bool trans_a, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b, int64_t ldb,
          T* c, int64_t ldc);
-
-// The instruction set the kernels run with: "avx512", "avx2" or "baseline". The best the
-// CPU has, or a lower one named by SSL_FAST_CPU_ISA (read once).
-const char* isa();
 
 }  // namespace ssl_fast::cpu::tile_gemm
