@@ -1,7 +1,8 @@
 // CPU kernels of the contrastive log-sum-exp (NT-Xent, InfoNCE); the math is in
 // common/contrastive_args.h.
 //
-// Nothing rows x cols is stored. The logits are cut into kTile x kTile tiles; each is
+// Nothing rows x cols is stored. The logits are cut into kTile x kTile tiles (fewer
+// rows for a few queries against many keys: cross_block_rows); each is
 // one GEMM into a per-thread buffer, consumed at once by a fused epilogue (exp, sums,
 // gradient factors). Tiles run in rounds in which no two tiles share a row block or a
 // column block, so a round runs in parallel without locks or atomics and every block
