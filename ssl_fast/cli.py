@@ -190,8 +190,6 @@ def _run_checkpoint(path: Path) -> tuple[dict, str, TaskOptions]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
-
     from .train import Trainer
     from .train.tasks import TaskOptions, build_task
 
@@ -223,7 +221,10 @@ def _train(args: argparse.Namespace) -> int:
                    "final_loss": logged[-1]["loss"] if logged else None}
         _report(summary, task.evaluate(trainer.model, run_dir), run_dir, args.json)
     if world > 1:
-        dist.destroy_process_group()
+        from .distributed import destroy_process_group
+
+        del trainer  # its DDP wrapper holds the process group
+        destroy_process_group()
     return 0
 
 

@@ -1,5 +1,5 @@
-"""torch.distributed helpers of the contrastive losses: world size, rank, and an all-gather
-whose backward sums the gradients of every rank.
+"""torch.distributed helpers of the contrastive losses and the trainer: world size, rank, an
+all-gather whose backward sums the gradients of every rank, and a safe teardown.
 
 Each rank's loss is the mean over its own rows; the gathered embeddings of other ranks
 receive gradients too, so the backward of the gather all-reduces (sums) the gradient of
@@ -10,6 +10,8 @@ roughly 1 / world size.)
 """
 
 from __future__ import annotations
+
+import gc
 
 import torch
 import torch.distributed as dist
@@ -51,3 +53,16 @@ def gather(x: torch.Tensor, group=None) -> torch.Tensor:
     if world_size(group) == 1:
         return x
     return _Gather.apply(x, group)
+
+
+def destroy_process_group() -> None:
+    """dist.destroy_process_group(), with the process group freed now, while Python runs.
+
+    A gloo process group freed only at interpreter exit can abort the process ("terminate
+    called without an active exception"): its worker threads may still be releasing the
+    tensors of the last collectives and need the interpreter to do it. Once its holders are
+    gone (drop the DistributedDataParallel wrappers first), a collection frees it here, and
+    its threads are joined.
+    """
+    gc.collect()  # holders in reference cycles (a trainer, its optimiser and schedule)
+    dist.destroy_process_group()

@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 import ssl_fast
+from ssl_fast.distributed import destroy_process_group
 
 WORLD, N, D, T = 2, 5, 6, 0.3
 REPO = Path(__file__).resolve().parents[1]
@@ -39,33 +40,40 @@ def _clip(query, key, form: str, **kw) -> list[torch.Tensor]:
     return [loss.detach(), query.grad, key.grad, logit_scale.grad]
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
+def _in_process_group(rank: int, init_file: str, body, *args) -> None:
+    """body(rank, *args) as a rank of a gloo group; what body made is gone before the group
+    is destroyed (see destroy_process_group)."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
-        x0, x1, model = _data()
-        own = slice(rank * N, (rank + 1) * N)
-        # The inputs of this rank, directly.
-        z0, z1 = x0[own].clone().requires_grad_(), x1[own].clone().requires_grad_()
-        loss = ssl_fast.nt_xent(z0, z1, T, gather_distributed=True)
-        loss.backward()
-        # A DDP model: both views in one forward, the module loss gathering across ranks.
-        ddp = DistributedDataParallel(model)
-        out0, out1 = ddp(torch.cat([x0[own], x1[own]])).chunk(2)
-        ddp_loss = ssl_fast.NTXentLoss(T, gather_distributed=True)(out0, out1)
-        ddp_loss.backward()
-        clip = {form: _clip(x0[own], x1[own], form, gather_distributed=True) for form in CLIP_FORMS}
-        torch.save(
-            {"loss": loss.detach(), "grads": (z0.grad, z1.grad), "ddp_loss": ddp_loss.detach(),
-             "param_grads": [p.grad for p in model.parameters()], "clip": clip},
-            f"{out_dir}/{rank}.pt",
-        )
+        body(rank, *args)
     finally:
-        dist.destroy_process_group()
+        destroy_process_group()
+
+
+def _worker(rank: int, out_dir: str) -> None:
+    x0, x1, model = _data()
+    own = slice(rank * N, (rank + 1) * N)
+    # The inputs of this rank, directly.
+    z0, z1 = x0[own].clone().requires_grad_(), x1[own].clone().requires_grad_()
+    loss = ssl_fast.nt_xent(z0, z1, T, gather_distributed=True)
+    loss.backward()
+    # A DDP model: both views in one forward, the module loss gathering across ranks.
+    ddp = DistributedDataParallel(model)
+    out0, out1 = ddp(torch.cat([x0[own], x1[own]])).chunk(2)
+    ddp_loss = ssl_fast.NTXentLoss(T, gather_distributed=True)(out0, out1)
+    ddp_loss.backward()
+    clip = {form: _clip(x0[own], x1[own], form, gather_distributed=True) for form in CLIP_FORMS}
+    torch.save(
+        {"loss": loss.detach(), "grads": (z0.grad, z1.grad), "ddp_loss": ddp_loss.detach(),
+         "param_grads": [p.grad for p in model.parameters()], "clip": clip},
+        f"{out_dir}/{rank}.pt",
+    )
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_two_processes_equal_one(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    args = (str(tmp_path / "init"), _worker, str(tmp_path))
+    mp.spawn(_in_process_group, args=args, nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(WORLD)]
 
     x0, x1, model = _data()
@@ -137,20 +145,16 @@ def _simclr_run(out_dir: str, batch_size: int, chunk_size: int = 0):
     return trainer
 
 
-def _trainer_worker(rank: int, init_file: str, out_dir: str, chunk_size: int) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        trainer = _simclr_run(out_dir, PER_RANK, chunk_size)
-        torch.save([p.detach() for p in trainer.model.parameters()], f"{out_dir}/params{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _trainer_worker(rank: int, out_dir: str, chunk_size: int) -> None:
+    trainer = _simclr_run(out_dir, PER_RANK, chunk_size)
+    torch.save([p.detach() for p in trainer.model.parameters()], f"{out_dir}/params{rank}.pt")
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 @pytest.mark.parametrize("chunk_size", [0, 3], ids=["ddp", "chunked"])
 def test_two_ranks_train_as_one_process(chunk_size, tmp_path):
-    args = (str(tmp_path / "init"), str(tmp_path), chunk_size)
-    mp.spawn(_trainer_worker, args=args, nprocs=WORLD, join=True)
+    args = (str(tmp_path / "init"), _trainer_worker, str(tmp_path), chunk_size)
+    mp.spawn(_in_process_group, args=args, nprocs=WORLD, join=True)
     one = _simclr_run(str(tmp_path / "one"), WORLD * PER_RANK)
     for rank in range(WORLD):
         params = torch.load(tmp_path / f"params{rank}.pt", weights_only=True)
