@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "../common/contrastive_args.h"
+#include "scratch.h"
 #include "simd.h"
 #include "tile_gemm.h"
 
@@ -166,13 +167,6 @@ int64_t cross_block_rows(int64_t rows) {
   return std::clamp(height, kMin, kTile);
 }
 
-// This thread's kTile x kTile buffer of logits; tiles allocate nothing.
-template <typename acc_t>
-acc_t* tile_buffer() {
-  thread_local std::vector<acc_t> buffer(kTile * kTile);
-  return buffer.data();
-}
-
 // A tile's logits scale * qn_I kn_J^T in s (leading dimension kTile), excluded pairs -inf.
 template <typename acc_t>
 struct TileLogits {
@@ -293,7 +287,7 @@ void forward(const Problem<acc_t>& p, bool want_cols, acc_t* row_lse, acc_t* col
   const acc_t c = p.scale;
   for (const auto& round : p.rounds()) {
     at::parallel_for(0, int64_t(round.size()), 1, [&](int64_t begin, int64_t end) {
-      acc_t* s = tile_buffer<acc_t>();
+      acc_t* s = thread_scratch<acc_t, Scratch::kLogits>(kTile * kTile);
       std::vector<acc_t> row_shift(kTile, c), row_sum(kTile), col_shift(kTile, c), col_sum(kTile);
       for (int64_t t = begin; t < end; ++t) {
         const TileLogits<acc_t> tile(p, round[t], s);
@@ -500,7 +494,7 @@ double backward(const Problem<acc_t>& p, const LseGrad<acc_t>& row, const LseGra
     const size_t first = partial.size();
     partial.resize(first + round.size(), 0.0);
     at::parallel_for(0, int64_t(round.size()), 1, [&](int64_t begin, int64_t end) {
-      acc_t* g = tile_buffer<acc_t>();
+      acc_t* g = thread_scratch<acc_t, Scratch::kLogits>(kTile * kTile);
       std::vector<acc_t> col_grad(kTile), col_shift(kTile);
       for (int64_t t = begin; t < end; ++t) {
         const TileLogits<acc_t> tile(p, round[t], g);

@@ -11,9 +11,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <memory>
-#include <new>
 
+#include "scratch.h"
 #include "simd.h"
 
 namespace ssl_fast::cpu::tile_gemm {
@@ -26,21 +25,6 @@ template <typename T, int W>
 struct VecOf {
   typedef T type __attribute__((vector_size(W * sizeof(T))));
 };
-
-// Grows, never shrinks; one per thread and operand, so tiles allocate nothing.
-template <typename T, int kWhich>
-T* scratch(int64_t count) {
-  struct Free {
-    void operator()(T* p) const { ::operator delete[](p, std::align_val_t(kAlign)); }
-  };
-  thread_local std::unique_ptr<T[], Free> buffer;
-  thread_local int64_t capacity = 0;
-  if (count > capacity) {
-    buffer.reset(static_cast<T*>(::operator new[](count * sizeof(T), std::align_val_t(kAlign))));
-    capacity = count;
-  }
-  return buffer.get();
-}
 
 // An MR x (NV vectors of W lanes) micro-kernel and the packing it reads.
 template <typename T, int W, int MR, int NV>
@@ -134,8 +118,8 @@ struct Kernel {
       return;
     }
     const int64_t depth = std::min(k, kDepth);
-    T* ap = scratch<T, 0>((m + MR - 1) / MR * MR * depth);
-    T* bp = scratch<T, 1>(depth * kCols);
+    T* ap = thread_scratch<T, Scratch::kPackedA>((m + MR - 1) / MR * MR * depth);
+    T* bp = thread_scratch<T, Scratch::kPackedB>(depth * kCols);
     for (int64_t p0 = 0; p0 < k; p0 += kDepth) {
       const int64_t kc = std::min(kDepth, k - p0);
       const bool load = !nt || p0 > 0;
