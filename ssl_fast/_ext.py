@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -79,6 +80,18 @@ def _use_kernel(op: str, device_type: str) -> bool:
 # torch.compiler.assume_constant_result does, without importing torch._dynamo
 # (seconds) into every process that imports ssl_fast.
 _use_kernel._dynamo_marked_constant = True
+
+
+def register(
+    op: str, fake: Callable, backward: Callable | None = None, setup_context: Callable | None = None
+) -> None:
+    """The Python half of ssl_fast::op: its fake kernel and, with backward, its autograd.
+    Without the extension there is no op to register (a pure-Python install)."""
+    if not LOADED:
+        return
+    torch.library.register_fake(f"ssl_fast::{op}", fake)
+    if backward is not None:
+        torch.library.register_autograd(f"ssl_fast::{op}", backward, setup_context=setup_context)
 
 
 def empty_cache() -> None:

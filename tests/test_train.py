@@ -242,7 +242,7 @@ def test_chunked_step_replays_dropout():
 
 
 def test_trainer_with_chunks(tmp_path):
-    from ssl_fast.train import chunked_backward
+    from ssl_fast.models import chunked_backward
 
     data = TensorDataset(torch.randn(64, 12), torch.randn(64, 12))
     trainer = Trainer(_simclr(0.0), data, _config(tmp_path, steps=4, batch_size=32, chunk_size=8))

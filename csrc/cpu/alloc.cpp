@@ -12,6 +12,9 @@
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 namespace ssl_fast::cpu {
 namespace {
@@ -115,7 +118,14 @@ bool huge_pages_enabled() {
 
 }  // namespace
 
-void empty_cache() { cache().clear(); }
+void empty_cache() {
+  cache().clear();
+#ifdef __GLIBC__
+  // Once large blocks have been freed, glibc raises its mmap threshold, and buffers of a
+  // few MiB then come from the heap, whose free() keeps the pages: hand them back.
+  malloc_trim(0);
+#endif
+}
 
 at::Tensor empty(at::IntArrayRef shape, at::ScalarType dtype) {
   if (!huge_pages_enabled()) return at::empty(shape, at::TensorOptions().dtype(dtype));

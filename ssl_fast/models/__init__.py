@@ -4,7 +4,15 @@ fused ssl_fast losses, so that a trainer needs nothing task-specific."""
 
 from .autoencoder import Autoencoder, ConvAutoencoder
 from .forecaster import SeriesForecaster
+from .grad_cache import chunked_backward
 from .mlm import MaskedLanguageModel
 from .simclr import SimCLR
 
-__all__ = ["Autoencoder", "ConvAutoencoder", "MaskedLanguageModel", "SeriesForecaster", "SimCLR"]
+__all__ = [
+    "Autoencoder",
+    "ConvAutoencoder",
+    "MaskedLanguageModel",
+    "SeriesForecaster",
+    "SimCLR",
+    "chunked_backward",
+]

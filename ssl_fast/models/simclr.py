@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..ops.contrastive import nt_xent
-from ..train.grad_cache import chunked_backward
+from .grad_cache import chunked_backward
 
 
 class SimCLR(nn.Module):
@@ -53,7 +53,7 @@ class SimCLR(nn.Module):
 
     def backward_chunked(self, view0: torch.Tensor, view1: torch.Tensor, chunk_size: int) -> torch.Tensor:
         """The NT-Xent step in chunks of chunk_size images (gradient caching,
-        ssl_fast.train.chunked_backward): accumulates the parameter gradients and returns the
+        ssl_fast.models.chunked_backward): accumulates the parameter gradients and returns the
         loss, detached. The contrastive batch is then bounded by the loss's O(N D) memory,
         not by the activations of the whole batch."""
         return chunked_backward(

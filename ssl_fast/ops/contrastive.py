@@ -77,10 +77,8 @@ def _reference_grads(ctx, grads, mask) -> tuple:
     return tuple(next(found) if need else None for need in mask) + (None, None)
 
 
-if _ext.LOADED:  # a pure-Python install has no ops to register
-    torch.library.register_fake("ssl_fast::contrastive_lse", _fake)
-    torch.library.register_fake("ssl_fast::contrastive_lse_backward", _fake_backward)
-    torch.library.register_autograd("ssl_fast::contrastive_lse", _backward, setup_context=_setup_context)
+_ext.register("contrastive_lse", _fake, _backward, _setup_context)
+_ext.register("contrastive_lse_backward", _fake_backward)
 
 
 def contrastive_lse(

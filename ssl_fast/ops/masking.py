@@ -213,44 +213,39 @@ def random_masking(
     return torch.ops.ssl_fast.random_masking(x, len_keep, seed, 0)
 
 
-def _register() -> None:
-    # Outputs are contiguous whatever the layout of input_ids, as the kernels return them.
-    @torch.library.register_fake("ssl_fast::mask_tokens")
-    def _fake(input_ids, *rest):
-        return input_ids.new_empty(input_ids.shape), input_ids.new_empty(input_ids.shape, dtype=torch.int64)
-
-    @torch.library.register_fake("ssl_fast::mask_tokens_")
-    def _fake_(input_ids, *rest):
-        return input_ids.new_empty(input_ids.shape, dtype=torch.int64)
-
-    @torch.library.register_fake("ssl_fast::random_masking")
-    def _fake_random_masking(x, len_keep, seed, offset):
-        n, length, dim = x.shape
-        return (
-            x.new_empty(n, len_keep, dim),
-            x.new_empty(n, length, dtype=torch.float32),
-            x.new_empty(n, length, dtype=torch.int64),
-        )
-
-    def setup_context(ctx, inputs, output):
-        ctx.len_keep = inputs[1]
-        ctx.mark_non_differentiable(output[1], output[2])
-        ctx.save_for_backward(output[2])
-
-    def backward(ctx, grad_kept, _grad_mask, _grad_restore):
-        (ids_restore,) = ctx.saved_tensors
-        n, length = ids_restore.shape
-        # Un-shuffle as MAE's decoder does: zeros for the removed patches.
-        padded = torch.cat([grad_kept, grad_kept.new_zeros(n, length - ctx.len_keep, grad_kept.shape[2])], 1)
-        return (
-            padded.gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, grad_kept.shape[2])),
-            None,
-            None,
-            None,
-        )
-
-    torch.library.register_autograd("ssl_fast::random_masking", backward, setup_context=setup_context)
+# Outputs are contiguous whatever the layout of input_ids, as the kernels return them.
+def _fake_mask_tokens(input_ids, *rest):
+    return input_ids.new_empty(input_ids.shape), input_ids.new_empty(input_ids.shape, dtype=torch.int64)
 
 
-if _ext.LOADED:
-    _register()
+def _fake_mask_tokens_(input_ids, *rest):
+    return input_ids.new_empty(input_ids.shape, dtype=torch.int64)
+
+
+def _fake_random_masking(x, len_keep, seed, offset):
+    n, length, dim = x.shape
+    return (
+        x.new_empty(n, len_keep, dim),
+        x.new_empty(n, length, dtype=torch.float32),
+        x.new_empty(n, length, dtype=torch.int64),
+    )
+
+
+def _setup_random_masking(ctx, inputs, output):
+    ctx.len_keep = inputs[1]
+    ctx.mark_non_differentiable(output[1], output[2])
+    ctx.save_for_backward(output[2])
+
+
+def _backward_random_masking(ctx, grad_kept, _grad_mask, _grad_restore):
+    (ids_restore,) = ctx.saved_tensors
+    n, length = ids_restore.shape
+    # Un-shuffle as MAE's decoder does: zeros for the removed patches.
+    padded = torch.cat([grad_kept, grad_kept.new_zeros(n, length - ctx.len_keep, grad_kept.shape[2])], 1)
+    grad_x = padded.gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, grad_kept.shape[2]))
+    return grad_x, None, None, None
+
+
+_ext.register("mask_tokens", _fake_mask_tokens)
+_ext.register("mask_tokens_", _fake_mask_tokens_)
+_ext.register("random_masking", _fake_random_masking, _backward_random_masking, _setup_random_masking)

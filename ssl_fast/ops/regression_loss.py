@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 
@@ -101,53 +102,51 @@ def _reference_grads(name, ctx, grad_loss, input, target, weight) -> tuple:
     return tuple(next(grads) if need else None for _, need in pairs)
 
 
-def _register(name: str) -> None:
-    """Fake kernels and autograd for ssl_fast::<name> and ssl_fast::<name>_backward.
-    Schemas: name(input, target, *params, reduction, weight, compute_grad) -> (loss, grad)
-    and name_backward(grad_output, input, target, *params, reduction, weight) -> grad."""
-    backward_op = getattr(torch.ops.ssl_fast, f"{name}_backward")
+# Schemas: name(input, target, *params, reduction, weight, compute_grad) -> (loss, grad) and
+# name_backward(grad_output, input, target, *params, reduction, weight) -> grad; one set of
+# fake kernels and autograd serves every loss of the family.
+def _fake(input, target, *rest):
+    reduction, compute_grad = rest[-3], rest[-1]
+    shape = torch.broadcast_shapes(input.shape, target.shape)
+    loss = input.new_empty(shape if reduction == _NONE else ())
+    return loss, input.new_empty(shape if compute_grad else (0,))
 
-    @torch.library.register_fake(f"ssl_fast::{name}")
-    def _fake(input, target, *rest):
-        reduction, compute_grad = rest[-3], rest[-1]
-        shape = torch.broadcast_shapes(input.shape, target.shape)
-        loss = input.new_empty(shape if reduction == _NONE else ())
-        return loss, input.new_empty(shape if compute_grad else (0,))
 
-    @torch.library.register_fake(f"ssl_fast::{name}_backward")
-    def _fake_backward(grad_output, input, target, *rest):
-        return input.new_empty(torch.broadcast_shapes(input.shape, target.shape))
+def _fake_backward(grad_output, input, target, *rest):
+    return input.new_empty(torch.broadcast_shapes(input.shape, target.shape))
 
-    def setup_context(ctx, inputs, output):
-        input, target, *rest = inputs
-        params, weight, compute_grad = rest[:-2], rest[-2], rest[-1]
-        ctx.params = params  # (*loss params, reduction), as the backward op takes them
-        ctx.shapes = (input.shape, target.shape)
-        ctx.mark_non_differentiable(output[1])
-        ctx.set_materialize_grads(False)  # else autograd fills an n-sized zero grad for output[1]
-        ctx.save_for_backward(input, target, weight)
-        # Held outside save_for_backward and dropped by the first backward, so that
-        # autograd can adopt it as input.grad without a copy; a second backward
-        # (retain_graph=True) recomputes.
-        ctx.forward_grad = output[1] if compute_grad else None
 
-    def backward(ctx, grad_loss, _grad_of_grad):
-        input, target, weight = ctx.saved_tensors
-        saved, ctx.forward_grad = ctx.forward_grad, None
-        unused = (None,) * (len(ctx.params) + 2)
-        if grad_loss is None:
-            return (None, None) + unused
-        if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
-            return _reference_grads(name, ctx, grad_loss, input, target, weight) + unused
-        if saved is not None and _grad_output_is_one(grad_loss):
-            grad = saved
-        else:  # recomputed rather than scaled, so that 16-bit gradients are rounded once
-            grad = backward_op(grad_loss, input, target, *ctx.params, weight)
-        grad_input = _sum_to(grad, ctx.shapes[0]) if ctx.needs_input_grad[0] else None
-        grad_target = _sum_to(-grad, ctx.shapes[1]) if ctx.needs_input_grad[1] else None
-        return (grad_input, grad_target) + unused
+def _setup_context(name, ctx, inputs, output):
+    input, target, *rest = inputs
+    params, weight, compute_grad = rest[:-2], rest[-2], rest[-1]
+    ctx.name = name
+    ctx.params = params  # (*loss params, reduction), as the backward op takes them
+    ctx.shapes = (input.shape, target.shape)
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # else autograd fills an n-sized zero grad for output[1]
+    ctx.save_for_backward(input, target, weight)
+    # Held outside save_for_backward and dropped by the first backward, so that
+    # autograd can adopt it as input.grad without a copy; a second backward
+    # (retain_graph=True) recomputes.
+    ctx.forward_grad = output[1] if compute_grad else None
 
-    torch.library.register_autograd(f"ssl_fast::{name}", backward, setup_context=setup_context)
+
+def _backward(ctx, grad_loss, _grad_of_grad):
+    input, target, weight = ctx.saved_tensors
+    saved, ctx.forward_grad = ctx.forward_grad, None
+    unused = (None,) * (len(ctx.params) + 2)
+    if grad_loss is None:
+        return (None, None) + unused
+    if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
+        return _reference_grads(ctx.name, ctx, grad_loss, input, target, weight) + unused
+    if saved is not None and _grad_output_is_one(grad_loss):
+        grad = saved
+    else:  # recomputed rather than scaled, so that 16-bit gradients are rounded once
+        backward_op = getattr(torch.ops.ssl_fast, f"{ctx.name}_backward")
+        grad = backward_op(grad_loss, input, target, *ctx.params, weight)
+    grad_input = _sum_to(grad, ctx.shapes[0]) if ctx.needs_input_grad[0] else None
+    grad_target = _sum_to(-grad, ctx.shapes[1]) if ctx.needs_input_grad[1] else None
+    return (grad_input, grad_target) + unused
 
 
 def _run(
@@ -223,6 +222,6 @@ def mse_loss(
     return _run("mse_loss", (), input, target, shape, reduction, mask)
 
 
-if _ext.LOADED:
-    for _name in OPS:
-        _register(_name)
+for _name in OPS:
+    _ext.register(_name, _fake, _backward, partial(_setup_context, _name))
+    _ext.register(f"{_name}_backward", _fake_backward)
