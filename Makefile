@@ -22,7 +22,7 @@ CUDA_TORCH_SPEC ?= torch==2.14.1
 CUDA_PY := $(abspath $(CUDA_VENV))/bin/python
 CUDA_BUILD := build/cuda-check
 
-.PHONY: all venv test-venv build test readme-check bench demo demo-all lint cuda-check cxx17-check clean
+.PHONY: all venv test-venv build test test-slow bench demo demo-all lint cuda-check cxx17-check clean
 
 all: test
 
@@ -48,10 +48,11 @@ build: venv
 test: build test-venv
 	$(PY) -m pytest tests -q
 
-# The README's train, eval, info and torchrun commands as shown, 2 steps each, from the source
-# tree (tests/test_readme.py, marked slow; the default run only parses them).
-readme-check: build test-venv
-	$(PY) -m pytest tests/test_readme.py -q -m slow
+# The tests marked slow, which `make test` leaves out: the README's train, eval, info and
+# torchrun commands as shown (2 steps each), the bench simclr_batch command, and the accuracy
+# and determinism tests rerun under each lower CPU instruction set.
+test-slow: build test-venv
+	$(PY) -m pytest tests -q -m slow
 
 # One session for every op: one table (benchmarks/out/table.md), rows appended to
 # benchmarks/out/results.csv. Options: `$(PY) -m ssl_fast bench --help`.

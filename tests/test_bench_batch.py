@@ -35,6 +35,7 @@ def test_largest_batch_doubles_then_bisects(harness):
     assert 0.95 * 20 <= harness.largest_batch(peak, budget=300.0, start=64)[0] <= 20  # bisected down
 
 
+@pytest.mark.slow
 def test_bench_simclr_batch_command(tmp_path, capsys):
     table, results = tmp_path / "table.md", tmp_path / "results.csv"
     argv = ["bench", "simclr_batch", "--device", "cpu", "--sizes", "6M", "--rounds", "1",

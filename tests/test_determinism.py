@@ -164,6 +164,7 @@ ISA_TESTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _ext.LOADED, reason="needs ssl_fast._C")
 @pytest.mark.parametrize("isa", ISAS)
 def test_each_instruction_set(isa):

@@ -1,6 +1,6 @@
 """The README's commands as a new user copies them: every `python -m ssl_fast` line is one the
 parser accepts, every `make` target exists, the options table names every `train` option and
-no other; and (slow, `make readme-check` in CI) the train, eval and info commands run."""
+no other; and (slow, `make test-slow`, in CI) the train, eval and info commands run."""
 
 from __future__ import annotations
 
