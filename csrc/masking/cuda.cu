@@ -28,7 +28,7 @@
 
 #include <cub/block/block_reduce.cuh>
 
-#include "../common/masking.h"
+#include "args.h"
 
 namespace ssl_fast::cuda {
 namespace {

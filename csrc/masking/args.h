@@ -8,7 +8,7 @@
 
 #include <optional>
 
-#include "philox.h"
+#include "../common/philox.h"
 
 namespace ssl_fast {
 

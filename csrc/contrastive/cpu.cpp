@@ -1,5 +1,5 @@
 // CPU kernels of the contrastive log-sum-exp (NT-Xent, InfoNCE); the math is in
-// common/contrastive_args.h.
+// contrastive/args.h.
 //
 // Nothing rows x cols is stored. The logits are cut into kTile x kTile tiles (fewer
 // rows for a few queries against many keys: cross_block_rows); each is
@@ -31,15 +31,15 @@
 #include <type_traits>
 #include <vector>
 
-#include "../common/contrastive_args.h"
+#include "../common/simd.h"
+#include "args.h"
 #include "scratch.h"
-#include "simd.h"
 #include "tile_gemm.h"
 
 namespace ssl_fast::cpu {
 namespace {
 
-// The float epilogues are SSL_FAST_CLONES (simd.h): AVX2 and FMA give three times the
+// The float epilogues are SSL_FAST_CLONES (common/simd.h): AVX2 and FMA give three times the
 // speed of the baseline's SSE2 exp.
 
 constexpr int64_t kTile = 256;  // a 256 x 256 fp32 tile is 256 KiB: it stays in L2

@@ -4,7 +4,7 @@
 //
 // CUDA ops of the contrastive log-sum-exp (NT-Xent, InfoNCE). Two implementations serve
 // them, chosen per call by SSL_FAST_CONTRASTIVE_KERNEL (read at every call):
-//   fused            the fused kernels of contrastive_fused.cu (stage 2) where
+//   fused            the fused kernels of contrastive/fused.cu (stage 2) where
 //                    fused_supported says they apply (fp16 / bf16 inputs, fp32 ones while
 //                    TF32 matmuls are allowed; dim <= 256; sm_80 or newer), else stage 1:
 //                    unsupported calls fall back rather than fail, so that one setting
@@ -14,8 +14,8 @@
 //                    has checked it yet; auto is to pick it per shape once gpu_check.sh
 //                    has shown it correct and measured where it is faster.
 // Both take the unit rows from normalize_kernel and give their gradients back through
-// normalize_backward_kernel; the math is in common/contrastive_args.h and the semantics
-// are those of cpu/contrastive.cpp.
+// normalize_backward_kernel; the math is in contrastive/args.h and the semantics
+// are those of contrastive/cpu.cpp.
 //
 // Stage 1: cuBLAS GEMMs through ATen on the current stream plus small epilogue kernels.
 // The logits are computed one strip of B rows at a time (at most B x cols in the
@@ -65,9 +65,9 @@
 #include <limits>
 #include <string_view>
 
-#include "../common/contrastive_args.h"
-#include "contrastive_device.cuh"
-#include "contrastive_fused.h"
+#include "args.h"
+#include "device.cuh"
+#include "fused.h"
 
 namespace ssl_fast::cuda {
 namespace {

@@ -11,7 +11,7 @@
 #include <array>
 #include <optional>
 
-#include "dtypes.h"
+#include "../common/dtypes.h"
 
 namespace ssl_fast {
 

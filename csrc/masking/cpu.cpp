@@ -23,10 +23,10 @@
 #include <cstring>
 #include <vector>
 
-#include "../common/masking.h"
-#include "alloc.h"
+#include "../common/alloc.h"
+#include "../common/simd.h"
+#include "args.h"
 #include "philox_lanes.h"
-#include "simd.h"
 
 namespace ssl_fast::cpu {
 namespace {

@@ -11,8 +11,8 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
-#include "../common/regression_ops.h"
-#include "alloc.h"
+#include "../common/alloc.h"
+#include "args.h"
 #include "loops.h"
 
 namespace ssl_fast::cpu {
@@ -81,7 +81,7 @@ void grad_run(char** p, const int64_t* s, int64_t n, const Loss& f, acc_t scale)
   }
 }
 
-// The passes of this backend, for RegressionOps (common/regression_ops.h).
+// The passes of this backend, for RegressionOps (regression/args.h).
 struct Passes {
   template <template <typename> class LossT, typename... Args>
   static std::tuple<at::Tensor, at::Tensor> forward(

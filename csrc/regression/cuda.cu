@@ -43,7 +43,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "../common/regression_ops.h"
+#include "args.h"
 
 namespace ssl_fast::cuda {
 namespace {
@@ -283,7 +283,7 @@ at::TensorIterator make_iter(
   return regression_iter(outputs, inputs);
 }
 
-// The passes of this backend, for RegressionOps (common/regression_ops.h).
+// The passes of this backend, for RegressionOps (regression/args.h).
 struct Passes {
   template <template <typename> class LossT, typename... Args>
   static std::tuple<at::Tensor, at::Tensor> forward(
