@@ -38,7 +38,7 @@ TORCH_LIBRARY(ssl_fast, m) {
       "Tensor? grad_col_lse, Tensor q, Tensor? k, Tensor qn, Tensor kn, Tensor row_lse, "
       "Tensor col_lse, Tensor scale, Tensor? exclude, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 
-  // Masking for masked modelling (masking/args.h). Random bits come from
+  // Masking for masked modelling (masking/tokens.h). Random bits come from
   // Philox keyed by (seed, offset) and indexed by element (common/philox.h),
   // so every backend gives the same output for the same seed. mask_tokens
   // compares 32-bit words with the thresholds (probability * 2^32, computed

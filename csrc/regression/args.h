@@ -3,10 +3,9 @@
 //   struct Passes {
 //     template <template <typename> class LossT, typename... Args>
 //     static std::tuple<at::Tensor, at::Tensor> forward(
-//         const char* op, const RegressionCall& c, bool compute_grad, Args... loss_args);
+//         const RegressionCall& c, bool compute_grad, Args... loss_args);
 //     template <template <typename> class LossT, typename... Args>
-//     static at::Tensor backward(
-//         const char* op, const at::Tensor& grad_output, const RegressionCall& c, Args... loss_args);
+//     static at::Tensor backward(const at::Tensor& grad_output, const RegressionCall& c, Args... loss_args);
 //   };
 // and registers RegressionOps<Passes>::impl(m) in its TORCH_LIBRARY_IMPL block.
 #pragma once
@@ -73,8 +72,9 @@ struct RegressionOps {
     constexpr const char* op = "ssl_fast::smooth_l1_loss";
     TORCH_CHECK(beta >= 0, op, ": beta must be >= 0, got ", beta);
     const auto c = check_regression_call(op, input, target, weight, reduction);
-    return beta == 0 ? Passes::template forward<L1>(op, c, compute_grad)
-                     : Passes::template forward<SmoothL1>(op, c, compute_grad, beta);
+    TORCH_CHECK(!compute_grad || c.reduces(), op, ": compute_grad needs reduction mean or sum");
+    return beta == 0 ? Passes::template forward<L1>(c, compute_grad)
+                     : Passes::template forward<SmoothL1>(c, compute_grad, beta);
   }
 
   static at::Tensor smooth_l1_loss_backward(
@@ -83,8 +83,9 @@ struct RegressionOps {
     constexpr const char* op = "ssl_fast::smooth_l1_loss_backward";
     TORCH_CHECK(beta >= 0, op, ": beta must be >= 0, got ", beta);
     const auto c = check_regression_call(op, input, target, weight, reduction);
-    return beta == 0 ? Passes::template backward<L1>(op, grad_output, c)
-                     : Passes::template backward<SmoothL1>(op, grad_output, c, beta);
+    check_grad_output(op, grad_output, c);
+    return beta == 0 ? Passes::template backward<L1>(grad_output, c)
+                     : Passes::template backward<SmoothL1>(grad_output, c, beta);
   }
 
   static std::tuple<at::Tensor, at::Tensor> mse_loss(
@@ -92,7 +93,8 @@ struct RegressionOps {
       const std::optional<at::Tensor>& weight, bool compute_grad) {
     constexpr const char* op = "ssl_fast::mse_loss";
     const auto c = check_regression_call(op, input, target, weight, reduction);
-    return Passes::template forward<Squared>(op, c, compute_grad);
+    TORCH_CHECK(!compute_grad || c.reduces(), op, ": compute_grad needs reduction mean or sum");
+    return Passes::template forward<Squared>(c, compute_grad);
   }
 
   static at::Tensor mse_loss_backward(
@@ -100,7 +102,8 @@ struct RegressionOps {
       int64_t reduction, const std::optional<at::Tensor>& weight) {
     constexpr const char* op = "ssl_fast::mse_loss_backward";
     const auto c = check_regression_call(op, input, target, weight, reduction);
-    return Passes::template backward<Squared>(op, grad_output, c);
+    check_grad_output(op, grad_output, c);
+    return Passes::template backward<Squared>(grad_output, c);
   }
 
   static void impl(torch::Library& m) {
