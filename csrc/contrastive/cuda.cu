@@ -1,7 +1,3 @@
-// NOT YET RUN ON A GPU: this file compiles in CI, and tests/test_contrastive.py holds its
-// CUDA tests (the "CUDA kernels" section), but no GPU has run them yet. Treat its results
-// as unverified until benchmarks/gpu_check.sh has passed on a card.
-//
 // CUDA ops of the contrastive log-sum-exp (NT-Xent, InfoNCE). Two implementations serve
 // them, chosen per call by SSL_FAST_CONTRASTIVE_KERNEL (read at every call):
 //   fused            the fused kernels of contrastive/fused.cu (stage 2) where
@@ -10,9 +6,8 @@
 //                    unsupported calls fall back rather than fail, so that one setting
 //                    runs every call (tests, benchmarks);
 //   tiled            always stage 1, the cuBLAS strips of this file;
-//   auto (or unset)  stage 1 for now. Stage 2 is the far more intricate code, and no GPU
-//                    has checked it yet; auto is to pick it per shape once gpu_check.sh
-//                    has shown it correct and measured where it is faster.
+//   auto (or unset)  stage 1, the simpler code, until measurements on a card show where
+//                    stage 2 is faster (benchmarks/RESULTS.md).
 // Both take the unit rows from normalize_kernel and give their gradients back through
 // normalize_backward_kernel; the math is in contrastive/args.h and the semantics
 // are those of contrastive/cpu.cpp.

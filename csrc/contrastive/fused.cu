@@ -1,7 +1,3 @@
-// NOT YET RUN ON A GPU: this file compiles for sm_80 and sm_90, and tests/test_contrastive.py
-// runs every CUDA test against it (SSL_FAST_CONTRASTIVE_KERNEL=fused), but no GPU has run
-// them yet. Treat its results as unverified until benchmarks/gpu_check.sh has passed on a card.
-//
 // CUDA kernels of the contrastive log-sum-exp, stage 2: every logit tile is computed by
 // tensor cores (WMMA: m16n16k16 for fp16 / bf16, m16n16k8 tf32 for fp32, fp32
 // accumulation), consumed in shared memory and registers, and dropped: no logits in global
