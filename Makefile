@@ -81,7 +81,7 @@ $(CUDA_VENV)/.ready:
 
 cuda-check: $(CUDA_VENV)/.ready
 	SSL_FAST_CUDA=1 $(CUDA_PY) setup.py -q build --build-base $(CUDA_BUILD)
-	# Every op of a family with a csrc/cuda source must have a CUDA kernel in the built binary.
+	# Every op of a family with a csrc/<family>/cuda.cu must have a CUDA kernel in the built binary.
 	cd $(CUDA_BUILD) && PYTHONPATH=$$(ls -d $(CURDIR)/$(CUDA_BUILD)/lib.*) $(CUDA_PY) -m ssl_fast info
 	cd $(CUDA_BUILD) && PYTHONPATH=$$(ls -d $(CURDIR)/$(CUDA_BUILD)/lib.*) $(CUDA_PY) $(CURDIR)/.ci/cuda_kernels.py
 

@@ -78,7 +78,7 @@ def _extensions():
 
     here = os.path.dirname(os.path.abspath(__file__))
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join("csrc", "*", "*.cpp")))
     archs = ""
     macros = [("SSL_FAST_BUILD_TORCH", f'"{torch.__version__}"')]
     # -fno-trapping-math lets GCC if-convert the clamps and selects of the loss
@@ -98,7 +98,7 @@ def _extensions():
     if with_cuda:
         archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_CUDA_ARCHS
         os.environ["TORCH_CUDA_ARCH_LIST"] = archs
-        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        sources += sorted(glob.glob(os.path.join("csrc", "*", "*.cu")))
         macros += [("SSL_FAST_WITH_CUDA", None)]
         include_dirs += _pip_cuda_includes()
     macros.append(("SSL_FAST_CUDA_ARCHS", f'"{archs}"'))

@@ -1,7 +1,7 @@
-"""Fails unless every op of a family with a CUDA source (csrc/cuda/<family>.cu, the one that
+"""Fails unless every op of a family with a CUDA source (csrc/<family>/cuda.cu, the one that
 registers its CUDA kernels) has a CUDA kernel in the ssl_fast._C that Python imports; no GPU
-is needed to ask. Sources that register nothing (contrastive_fused.cu, kernels that
-contrastive.cu dispatches to) belong to the family that calls them."""
+is needed to ask. The family's other CUDA sources (contrastive/fused.cu, kernels that
+contrastive/cuda.cu dispatches to) register nothing."""
 
 import importlib
 import sys
@@ -9,12 +9,17 @@ from pathlib import Path
 
 from ssl_fast import _ext
 
-sources = (Path(__file__).resolve().parents[1] / "csrc" / "cuda").glob("*.cu")
-families = sorted(p.stem for p in sources if "TORCH_LIBRARY_IMPL(ssl_fast, CUDA" in p.read_text())
+# The ssl_fast.ops module of a csrc/<family>/ folder, where its name is not the folder's.
+MODULES = {"regression": "regression_loss"}
+
+csrc = Path(__file__).resolve().parents[1] / "csrc"
+families = sorted(
+    {p.parent.name for p in csrc.glob("*/*.cu") if "TORCH_LIBRARY_IMPL(ssl_fast, CUDA" in p.read_text()}
+)
 missing = [
     op
     for family in families
-    for op in importlib.import_module(f"ssl_fast.ops.{family}").OPS
+    for op in importlib.import_module(f"ssl_fast.ops.{MODULES.get(family, family)}").OPS
     if not _ext.has_kernel(op, "cuda")
 ]
 if not _ext.LOADED or missing:

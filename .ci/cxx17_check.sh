@@ -41,7 +41,7 @@ check() {
   esac || { printf 'FAILED  %s\n%s\n' "$src" "$out"; return 1; }
   echo "ok      $src"
 }
-sources=(csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
+sources=(csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu)
 echo "C++17 front ends against $SPEC's headers: ${#sources[@]} sources"
 status=0
 running=()

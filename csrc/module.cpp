@@ -3,8 +3,8 @@
 // nothing here crosses a tensor, and that header alone costs most of a minute to compile.
 #include <pybind11/pybind11.h>
 
-#include "cpu/alloc.h"
-#include "cpu/simd.h"
+#include "common/alloc.h"
+#include "common/simd.h"
 
 #ifndef SSL_FAST_CUDA_ARCHS
 #define SSL_FAST_CUDA_ARCHS ""

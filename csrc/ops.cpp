@@ -1,5 +1,6 @@
-// Operator schemas of the ssl_fast namespace. Kernels live in cpu/ and cuda/;
-// fake (meta) kernels and autograd are registered from Python (ssl_fast/ops/).
+// Operator schemas of the ssl_fast namespace. Kernels live in a folder per family
+// (regression/, contrastive/, masking/: cpu.cpp, cuda.cu); fake (meta) kernels and
+// autograd are registered from Python (ssl_fast/ops/).
 #include <torch/library.h>
 
 TORCH_LIBRARY(ssl_fast, m) {
@@ -22,7 +23,7 @@ TORCH_LIBRARY(ssl_fast, m) {
       "mse_loss_backward(Tensor grad_output, Tensor input, Tensor target, "
       "int reduction, Tensor? weight) -> Tensor");
 
-  // Contrastive log-sum-exp (NT-Xent, InfoNCE; see common/contrastive_args.h). Returns
+  // Contrastive log-sum-exp (NT-Xent, InfoNCE; see contrastive/args.h). Returns
   // the unit rows qn, kn (in the accumulation type; kn empty without k) and the
   // log-sum-exp of each row and, with col_lse, of each column (else empty), over the
   // logits scale * qn_i . kn_j minus the excluded pairs (the diagonal without k, else
@@ -37,7 +38,7 @@ TORCH_LIBRARY(ssl_fast, m) {
       "Tensor? grad_col_lse, Tensor q, Tensor? k, Tensor qn, Tensor kn, Tensor row_lse, "
       "Tensor col_lse, Tensor scale, Tensor? exclude, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 
-  // Masking for masked modelling (common/masking.h). Random bits come from
+  // Masking for masked modelling (masking/tokens.h). Random bits come from
   // Philox keyed by (seed, offset) and indexed by element (common/philox.h),
   // so every backend gives the same output for the same seed. mask_tokens
   // compares 32-bit words with the thresholds (probability * 2^32, computed

@@ -2,7 +2,7 @@
 every instruction set the CPU has.
 
 How each family earns it: the contrastive tiles multiply with ssl_fast's own single-threaded
-GEMMs (csrc/cpu/tile_gemm.h) in a schedule fixed by the shape; the regression losses sum
+GEMMs (csrc/contrastive/tile_gemm.h) in a schedule fixed by the shape; the regression losses sum
 fixed 8192-element blocks in block order; the masking draws every bit from Philox indexed
 by element. The final sums of the Python layer scan in one order (ssl_fast.ops.reduction),
 where torch's sum would split them between threads.

@@ -9,7 +9,7 @@
 //            for the selection of mask_tokens and the noise of random_masking
 //   kReplace c0,c1 = flat token index: words 1-2 (low, high) the random id;
 //            word 0 picks mask / random / keep where the selection word cannot
-//            (exact_count, whole words; see common/masking.h)
+//            (exact_count, whole words; see masking/tokens.h)
 //   kWord    c0 = word id, c1 = row: word 0 selects a whole word
 // ssl_fast/reference.py implements the same function in PyTorch.
 #pragma once

@@ -1,21 +1,16 @@
-// NOT YET RUN ON A GPU: this file compiles in CI, and tests/test_contrastive.py holds its
-// CUDA tests (the "CUDA kernels" section), but no GPU has run them yet. Treat its results
-// as unverified until benchmarks/gpu_check.sh has passed on a card.
-//
 // CUDA ops of the contrastive log-sum-exp (NT-Xent, InfoNCE). Two implementations serve
 // them, chosen per call by SSL_FAST_CONTRASTIVE_KERNEL (read at every call):
-//   fused            the fused kernels of contrastive_fused.cu (stage 2) where
+//   fused            the fused kernels of contrastive/fused.cu (stage 2) where
 //                    fused_supported says they apply (fp16 / bf16 inputs, fp32 ones while
 //                    TF32 matmuls are allowed; dim <= 256; sm_80 or newer), else stage 1:
 //                    unsupported calls fall back rather than fail, so that one setting
 //                    runs every call (tests, benchmarks);
 //   tiled            always stage 1, the cuBLAS strips of this file;
-//   auto (or unset)  stage 1 for now. Stage 2 is the far more intricate code, and no GPU
-//                    has checked it yet; auto is to pick it per shape once gpu_check.sh
-//                    has shown it correct and measured where it is faster.
+//   auto (or unset)  stage 1, the simpler code, until measurements on a card show where
+//                    stage 2 is faster (benchmarks/RESULTS.md).
 // Both take the unit rows from normalize_kernel and give their gradients back through
-// normalize_backward_kernel; the math is in common/contrastive_args.h and the semantics
-// are those of cpu/contrastive.cpp.
+// normalize_backward_kernel; the math is in contrastive/args.h and the semantics
+// are those of contrastive/cpu.cpp.
 //
 // Stage 1: cuBLAS GEMMs through ATen on the current stream plus small epilogue kernels.
 // The logits are computed one strip of B rows at a time (at most B x cols in the
@@ -54,7 +49,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -65,9 +59,9 @@
 #include <limits>
 #include <string_view>
 
-#include "../common/contrastive_args.h"
-#include "contrastive_device.cuh"
-#include "contrastive_fused.h"
+#include "args.h"
+#include "device.cuh"
+#include "fused.h"
 
 namespace ssl_fast::cuda {
 namespace {
@@ -165,31 +159,6 @@ __global__ void __launch_bounds__(kThreads) normalize_backward_kernel(
 
 // Grid sizes: the CUDA limit of 2^31 - 1 blocks is far above any batch these ops see.
 unsigned blocks(int64_t n, int64_t per_block) { return static_cast<unsigned>((n + per_block - 1) / per_block); }
-
-at::Tensor normalized(const at::Tensor& x, at::ScalarType acc) {
-  at::Tensor out = at::empty(x.sizes(), x.options().dtype(acc));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "contrastive_normalize_cuda", [&] {
-    using T = at::opmath_type<scalar_t>;
-    normalize_kernel<<<blocks(x.size(0), kWarps), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        x.const_data_ptr<scalar_t>(), out.data_ptr<T>(), x.size(0), x.size(1));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return out;
-}
-
-// dn (the gradient of the unit rows xn, plus grad_n if defined) as a gradient of x.
-at::Tensor raw_gradient(const at::Tensor& dn, const at::Tensor& grad_n, const at::Tensor& x, const at::Tensor& xn) {
-  at::Tensor out = at::empty(x.sizes(), x.options());
-  const auto dtype = x.scalar_type();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "contrastive_normalize_backward_cuda", [&] {
-    using T = at::opmath_type<scalar_t>;
-    normalize_backward_kernel<<<blocks(x.size(0), kWarps), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        x.const_data_ptr<scalar_t>(), xn.const_data_ptr<T>(), dn.const_data_ptr<T>(),
-        grad_n.defined() ? grad_n.const_data_ptr<T>() : nullptr, out.data_ptr<scalar_t>(), x.size(0), x.size(1));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return out;
-}
 
 // ------------------------------------------------------------------ forward epilogues
 
@@ -469,81 +438,85 @@ void backward(
 
 // ------------------------------------------------------------------ ops
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> contrastive_lse(
-    const at::Tensor& q, const std::optional<at::Tensor>& k, const at::Tensor& scale,
-    const std::optional<at::Tensor>& exclude, bool col_lse) {
-  const ContrastiveCall c = check_contrastive_call("contrastive_lse", q, k, scale, exclude);
-  const c10::cuda::CUDAGuard guard(c.q.device());
-  const auto acc_opts = c.q.options().dtype(c.acc);
-  at::Tensor qn = normalized(c.q, c.acc);
-  at::Tensor kn = c.self() ? at::empty({0}, acc_opts) : normalized(c.k, c.acc);
-  at::Tensor row = at::empty({c.rows}, acc_opts);
-  at::Tensor col = at::empty({!c.self() && col_lse ? c.cols : 0}, acc_opts);
-  if (use_fused(c)) {
-    fused_forward(c, qn, kn, row, col);
-  } else {
-    AT_DISPATCH_FLOATING_TYPES(c.acc, "contrastive_lse_cuda", [&] {
-      forward<scalar_t>(c, qn, c.self() ? qn : kn, row, col);
+// The passes of this backend, for ContrastiveOps (contrastive/args.h).
+struct Passes {
+  static at::Tensor normalized(const at::Tensor& x, at::ScalarType acc) {
+    at::Tensor out = at::empty(x.sizes(), x.options().dtype(acc));
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "contrastive_normalize_cuda", [&] {
+      using T = at::opmath_type<scalar_t>;
+      normalize_kernel<<<blocks(x.size(0), kWarps), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          x.const_data_ptr<scalar_t>(), out.data_ptr<T>(), x.size(0), x.size(1));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
+    return out;
   }
-  return {qn, kn, row, col};
-}
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_lse_backward(
-    const std::optional<at::Tensor>& grad_qn, const std::optional<at::Tensor>& grad_kn,
-    const std::optional<at::Tensor>& grad_row, const std::optional<at::Tensor>& grad_col, const at::Tensor& q,
-    const std::optional<at::Tensor>& k, const at::Tensor& qn, const at::Tensor& kn, const at::Tensor& row_lse,
-    const at::Tensor& col_lse, const at::Tensor& scale, const std::optional<at::Tensor>& exclude,
-    std::array<bool, 3> output_mask) {
-  constexpr const char* op = "contrastive_lse_backward";
-  const ContrastiveCall c = check_contrastive_call(op, q, k, scale, exclude);
-  const ContrastiveGrads g = contrastive_grads(
-      op, c, grad_qn, grad_kn, grad_row, grad_col, qn, kn, row_lse, col_lse, output_mask);
-  const c10::cuda::CUDAGuard guard(c.q.device());
-  const bool want_q = output_mask[0], want_k = output_mask[1] && !c.self(), want_scale = output_mask[2];
-  const bool lse_grads = g.grad_row.defined() || g.grad_col.defined();
-  const auto acc_opts = g.qn.options();
-  // Without lse gradients nothing reaches qn or kn from the logits.
-  at::Tensor dqn = want_q ? (lse_grads ? at::empty_like(g.qn) : at::zeros_like(g.qn)) : at::Tensor();
-  at::Tensor dkn = want_k ? at::zeros_like(g.kn) : at::Tensor();
-  at::Tensor dscale = want_scale ? at::zeros({}, acc_opts.dtype(at::kDouble)) : at::Tensor();
-  if (lse_grads && (want_q || want_k || want_scale)) {
-    at::Tensor g_dot_s = want_scale ? at::empty({c.rows}, acc_opts.dtype(at::kDouble)) : at::Tensor();
+  static void lse(const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& kn, at::Tensor& row,
+                  at::Tensor& col) {
     if (use_fused(c)) {
-      fused_backward(c, g, dqn, dkn, g_dot_s);
+      fused_forward(c, qn, kn, row, col);
     } else {
-      AT_DISPATCH_FLOATING_TYPES(c.acc, op, [&] {
-        using T = scalar_t;
-        auto ptr = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<T>() : nullptr; };
-        GradInputs<T> in{
-            exclusion_of(c), ptr(g.grad_row), ptr(g.row_lse), ptr(g.grad_row), ptr(g.row_lse),
-            want_scale ? g_dot_s.data_ptr<double>() : nullptr};
-        if (!c.self()) {
-          in.grad_col = ptr(g.grad_col);
-          in.col_lse = g.grad_col.defined() ? ptr(g.col_lse) : nullptr;
-        }
-        backward<T>(c, g.qn, c.self() ? g.qn : g.kn, in, dqn, dkn);
+      AT_DISPATCH_FLOATING_TYPES(c.acc, "contrastive_lse_cuda", [&] {
+        forward<scalar_t>(c, qn, c.self() ? qn : kn, row, col);
       });
     }
-    if (want_scale) {
-      // d lse / d scale = P . (qn kn^T) = P . s / scale; without k, G holds each pair twice.
-      finish_dscale<<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-          g_dot_s.const_data_ptr<double>(), c.rows, (c.self() ? 0.5 : 1.0) / c.scale, dscale.data_ptr<double>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
   }
-  auto empty = [&] { return at::empty({0}, q.options()); };
-  return {
-      want_q ? raw_gradient(dqn, g.grad_qn, c.q, g.qn) : empty(),
-      want_k ? raw_gradient(dkn, g.grad_kn, c.k, g.kn) : empty(),
-      want_scale ? dscale.to(scale.options()) : empty()};
-}
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_backward(
+      const ContrastiveCall& c, const ContrastiveGrads& g, const at::TensorOptions& scale) {
+    const bool want_q = g.output_mask[0], want_k = g.output_mask[1] && !c.self(), want_scale = g.output_mask[2];
+    const bool lse_grads = g.grad_row.defined() || g.grad_col.defined();
+    const auto acc_opts = g.qn.options();
+    // Without lse gradients nothing reaches qn or kn from the logits.
+    at::Tensor dqn = want_q ? (lse_grads ? at::empty_like(g.qn) : at::zeros_like(g.qn)) : at::Tensor();
+    at::Tensor dkn = want_k ? at::zeros_like(g.kn) : at::Tensor();
+    at::Tensor dscale = want_scale ? at::zeros({}, acc_opts.dtype(at::kDouble)) : at::Tensor();
+    if (lse_grads && (want_q || want_k || want_scale)) {
+      at::Tensor g_dot_s = want_scale ? at::empty({c.rows}, acc_opts.dtype(at::kDouble)) : at::Tensor();
+      if (use_fused(c)) {
+        fused_backward(c, g, dqn, dkn, g_dot_s);
+      } else {
+        AT_DISPATCH_FLOATING_TYPES(c.acc, "contrastive_lse_backward", [&] {
+          using T = scalar_t;
+          auto ptr = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<T>() : nullptr; };
+          GradInputs<T> in{
+              exclusion_of(c), ptr(g.grad_row), ptr(g.row_lse), ptr(g.grad_row), ptr(g.row_lse),
+              want_scale ? g_dot_s.data_ptr<double>() : nullptr};
+          if (!c.self()) {
+            in.grad_col = ptr(g.grad_col);
+            in.col_lse = g.grad_col.defined() ? ptr(g.col_lse) : nullptr;
+          }
+          backward<T>(c, g.qn, c.self() ? g.qn : g.kn, in, dqn, dkn);
+        });
+      }
+      if (want_scale) {
+        // d lse / d scale = P . (qn kn^T) = P . s / scale; without k, G holds each pair twice.
+        finish_dscale<<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            g_dot_s.const_data_ptr<double>(), c.rows, (c.self() ? 0.5 : 1.0) / c.scale, dscale.data_ptr<double>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+    }
+    return {dqn, dkn, want_scale ? dscale.to(scale) : at::Tensor()};
+  }
+
+  // dn (the gradient of the unit rows xn, plus grad_n if defined) as a gradient of x.
+  static at::Tensor raw_gradient(
+      const at::Tensor& dn, const at::Tensor& grad_n, const at::Tensor& x, const at::Tensor& xn) {
+    at::Tensor out = at::empty(x.sizes(), x.options());
+    const auto dtype = x.scalar_type();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "contrastive_normalize_backward_cuda", [&] {
+      using T = at::opmath_type<scalar_t>;
+      normalize_backward_kernel<<<blocks(x.size(0), kWarps), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          x.const_data_ptr<scalar_t>(), xn.const_data_ptr<T>(), dn.const_data_ptr<T>(),
+          grad_n.defined() ? grad_n.const_data_ptr<T>() : nullptr, out.data_ptr<scalar_t>(), x.size(0), x.size(1));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+    return out;
+  }
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ssl_fast, CUDA, m) {
-  m.impl("contrastive_lse", &contrastive_lse);
-  m.impl("contrastive_lse_backward", &contrastive_lse_backward);
-}
+TORCH_LIBRARY_IMPL(ssl_fast, CUDA, m) { ContrastiveOps<Passes>::impl(m); }
 
 }  // namespace ssl_fast::cuda

@@ -11,8 +11,8 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
-#include "../common/regression_ops.h"
-#include "alloc.h"
+#include "../common/alloc.h"
+#include "args.h"
 #include "loops.h"
 
 namespace ssl_fast::cpu {
@@ -81,12 +81,10 @@ void grad_run(char** p, const int64_t* s, int64_t n, const Loss& f, acc_t scale)
   }
 }
 
-// The passes of this backend, for RegressionOps (common/regression_ops.h).
+// The passes of this backend, for RegressionOps (regression/args.h).
 struct Passes {
   template <template <typename> class LossT, typename... Args>
-  static std::tuple<at::Tensor, at::Tensor> forward(
-      const char* op, const RegressionCall& c, bool compute_grad, Args... args) {
-    TORCH_CHECK(!compute_grad || c.reduces(), op, ": compute_grad needs reduction mean or sum");
+  static std::tuple<at::Tensor, at::Tensor> forward(const RegressionCall& c, bool compute_grad, Args... args) {
     const auto dtype = c.input.scalar_type();
     at::Tensor loss = c.reduces() ? at::empty({}, c.input.options()) : empty(c.shape, dtype);
     at::Tensor grad = compute_grad ? empty(c.shape, dtype) : at::empty({0}, c.input.options());
@@ -123,8 +121,7 @@ struct Passes {
   }
 
   template <template <typename> class LossT, typename... Args>
-  static at::Tensor backward(const char* op, const at::Tensor& grad_output, const RegressionCall& c, Args... args) {
-    check_grad_output(op, grad_output, c);
+  static at::Tensor backward(const at::Tensor& grad_output, const RegressionCall& c, Args... args) {
     const auto dtype = c.input.scalar_type();
     at::Tensor grad = empty(c.shape, dtype);
     auto inputs = inputs_of(c);

@@ -12,8 +12,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "../common/simd.h"
 #include "scratch.h"
-#include "simd.h"
 
 namespace ssl_fast::cpu::tile_gemm {
 namespace {

@@ -1,4 +1,4 @@
-#include "common/regression_args.h"
+#include "args.h"
 
 #include <algorithm>
 

@@ -1,10 +1,11 @@
 // Stage 2 of the CUDA contrastive log-sum-exp: fused tensor-core kernels that keep every
-// logit tile on chip (contrastive_fused.cu). contrastive.cu decides which stage serves a call.
+// logit tile on chip (contrastive/fused.cu). contrastive/cuda.cu decides which stage
+// serves a call.
 #pragma once
 
 #include <ATen/ATen.h>
 
-#include "../common/contrastive_args.h"
+#include "args.h"
 
 namespace ssl_fast::cuda {
 

@@ -28,7 +28,7 @@
 
 #include <cub/block/block_reduce.cuh>
 
-#include "../common/masking.h"
+#include "args.h"
 
 namespace ssl_fast::cuda {
 namespace {
@@ -139,56 +139,6 @@ __global__ void exact_kernel(const Tokens<id_t> t, uint64_t* keys) {
   }
 }
 
-void mask_tokens_into(const MaskTokensCall& c, const at::Tensor& out, const at::Tensor& labels) {
-  const c10::cuda::CUDAGuard guard(c.ids.device());
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_INDEX_TYPES(c.ids.scalar_type(), "ssl_fast_mask_tokens_cuda", [&] {
-    const Tokens<index_t> t{
-        c.ids.const_data_ptr<index_t>(), out.data_ptr<index_t>(), labels.data_ptr<int64_t>(),
-        c.special_mask.defined() ? c.special_mask.const_data_ptr<bool>() : nullptr,
-        c.word_ids.defined() ? c.word_ids.const_data_ptr<int64_t>() : nullptr,
-        c.rows * c.length, c.length, c.params, c.probability};
-    if (c.exact) {
-      const at::Tensor keys = at::empty({c.rows, c.length}, c.ids.options().dtype(at::kLong));
-      exact_kernel<<<static_cast<unsigned>(c.rows), kThreads, 0, stream>>>(t, reinterpret_cast<uint64_t*>(keys.data_ptr<int64_t>()));
-    } else {
-      bernoulli_kernel<<<grid_for((t.n + 3) / 4), kThreads, 0, stream>>>(t);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
-
-std::tuple<at::Tensor, at::Tensor> mask_tokens(
-    const at::Tensor& input_ids, const std::optional<at::Tensor>& special_tokens_mask,
-    const std::optional<at::Tensor>& special_ids, const std::optional<at::Tensor>& word_ids,
-    int64_t mask_token_id, int64_t vocab_size, int64_t select_threshold, int64_t mask_threshold,
-    int64_t random_threshold, double probability, bool exact, bool exclude_special_from_random, int64_t seed,
-    int64_t offset) {
-  const auto c = check_mask_tokens("ssl_fast::mask_tokens", input_ids, special_tokens_mask, special_ids, word_ids,
-                                   mask_token_id, vocab_size, select_threshold, mask_threshold, random_threshold,
-                                   probability, exact, exclude_special_from_random, seed, offset);
-  at::Tensor out = at::empty_like(c.ids);
-  at::Tensor labels = at::empty(c.ids.sizes(), c.ids.options().dtype(at::kLong));
-  mask_tokens_into(c, out, labels);
-  return {out.view(input_ids.sizes()), labels.view(input_ids.sizes())};
-}
-
-// In place: each token is read before it is written, by the thread that writes it.
-at::Tensor mask_tokens_(
-    at::Tensor& input_ids, const std::optional<at::Tensor>& special_tokens_mask,
-    const std::optional<at::Tensor>& special_ids, const std::optional<at::Tensor>& word_ids,
-    int64_t mask_token_id, int64_t vocab_size, int64_t select_threshold, int64_t mask_threshold,
-    int64_t random_threshold, double probability, bool exact, bool exclude_special_from_random, int64_t seed,
-    int64_t offset) {
-  const auto c = check_mask_tokens("ssl_fast::mask_tokens_", input_ids, special_tokens_mask, special_ids,
-                                   word_ids, mask_token_id, vocab_size, select_threshold, mask_threshold,
-                                   random_threshold, probability, exact, exclude_special_from_random, seed, offset);
-  at::Tensor labels = at::empty(c.ids.sizes(), c.ids.options().dtype(at::kLong));
-  mask_tokens_into(c, c.ids, labels);
-  if (!c.ids.is_same(input_ids)) input_ids.copy_(c.ids);
-  return labels.view(input_ids.sizes());
-}
-
 __global__ void rank_kernel(philox::Key key, int64_t L, int64_t len_keep, float* mask, int64_t* restore,
                             int64_t* keep) {
   extern __shared__ uint32_t words[];
@@ -214,53 +164,77 @@ __global__ void gather_kernel(const word_t* x, const int64_t* keep, int64_t L, i
   for (int64_t d = threadIdx.x; d < words; d += blockDim.x) kept[row * words + d] = src[d];
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> random_masking(
-    const at::Tensor& x_in, int64_t len_keep, int64_t seed, int64_t offset) {
-  check_random_masking("ssl_fast::random_masking", x_in, len_keep);
-  const int64_t N = x_in.size(0), L = x_in.size(1), D = x_in.size(2);
-  TORCH_CHECK(L <= kMaxPatches, "ssl_fast::random_masking: the CUDA kernel takes at most ", kMaxPatches,
-              " patches per sample, got L = ", L);
-  const c10::cuda::CUDAGuard guard(x_in.device());
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  const at::Tensor x = x_in.contiguous();
-  at::Tensor kept = at::empty({N, len_keep, D}, x.options());
-  at::Tensor mask = at::empty({N, L}, x.options().dtype(at::kFloat));
-  at::Tensor restore = at::empty({N, L}, x.options().dtype(at::kLong));
-  if (N == 0 || L == 0) return {kept, mask, restore};
-  at::Tensor keep = at::empty({N, std::max<int64_t>(len_keep, 1)}, restore.options());
-  rank_kernel<<<static_cast<unsigned>(N), kThreads, L * sizeof(uint32_t), stream>>>(
-      philox::make_key(seed, offset), L, len_keep, mask.data_ptr<float>(), restore.data_ptr<int64_t>(),
-      keep.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  if (len_keep == 0 || D == 0) return {kept, mask, restore};
-  // Copy in the widest word that divides a patch and the alignment of x (a view may be offset).
-  const int64_t bytes = D * x.element_size();
-  const auto address = reinterpret_cast<uintptr_t>(x.const_data_ptr());
-  TORCH_CHECK(N * len_keep <= int64_t(INT32_MAX), "ssl_fast::random_masking: the CUDA kernel copies at most 2^31 - 1 ",
-              "patches per call, got N * len_keep = ", N * len_keep);
-  auto gather = [&](auto word) {
-    using word_t = decltype(word);
-    gather_kernel<word_t><<<static_cast<unsigned>(N * len_keep), kThreads, 0, stream>>>(
-        static_cast<const word_t*>(x.const_data_ptr()), keep.const_data_ptr<int64_t>(), L, len_keep,
-        bytes / int64_t(sizeof(word_t)), static_cast<word_t*>(kept.data_ptr()));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  };
-  if (bytes % 16 == 0 && address % 16 == 0) {
-    gather(uint4{});
-  } else if (bytes % 4 == 0 && address % 4 == 0) {
-    gather(uint32_t{});
-  } else {
-    gather(uint8_t{});
+// The passes of this backend, for MaskingOps (masking/args.h).
+struct Passes {
+  static at::Tensor output(const at::Tensor& ids, at::ScalarType dtype) {
+    return at::empty(ids.sizes(), ids.options().dtype(dtype));
   }
-  return {kept, mask, restore};
-}
+
+  // out may be c.ids: each token is read before it is written, by the thread that writes it.
+  static void mask_tokens(const MaskTokensCall& c, const at::Tensor& out, const at::Tensor& labels) {
+    const c10::cuda::CUDAGuard guard(c.ids.device());
+    const auto stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_INDEX_TYPES(c.ids.scalar_type(), "ssl_fast_mask_tokens_cuda", [&] {
+      const Tokens<index_t> t{
+          c.ids.const_data_ptr<index_t>(), out.data_ptr<index_t>(), labels.data_ptr<int64_t>(),
+          c.special_mask.defined() ? c.special_mask.const_data_ptr<bool>() : nullptr,
+          c.word_ids.defined() ? c.word_ids.const_data_ptr<int64_t>() : nullptr,
+          c.rows * c.length, c.length, c.params, c.probability};
+      if (c.exact) {
+        const at::Tensor keys = at::empty({c.rows, c.length}, c.ids.options().dtype(at::kLong));
+        exact_kernel<<<static_cast<unsigned>(c.rows), kThreads, 0, stream>>>(
+            t, reinterpret_cast<uint64_t*>(keys.data_ptr<int64_t>()));
+      } else {
+        bernoulli_kernel<<<grid_for((t.n + 3) / 4), kThreads, 0, stream>>>(t);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> random_masking(
+      const at::Tensor& x_in, int64_t len_keep, int64_t seed, int64_t offset) {
+    const int64_t N = x_in.size(0), L = x_in.size(1), D = x_in.size(2);
+    TORCH_CHECK(L <= kMaxPatches, "ssl_fast::random_masking: the CUDA kernel takes at most ", kMaxPatches,
+                " patches per sample, got L = ", L);
+    const c10::cuda::CUDAGuard guard(x_in.device());
+    const auto stream = at::cuda::getCurrentCUDAStream();
+    const at::Tensor x = x_in.contiguous();
+    at::Tensor kept = at::empty({N, len_keep, D}, x.options());
+    at::Tensor mask = at::empty({N, L}, x.options().dtype(at::kFloat));
+    at::Tensor restore = at::empty({N, L}, x.options().dtype(at::kLong));
+    if (N == 0 || L == 0) return {kept, mask, restore};
+    at::Tensor keep = at::empty({N, std::max<int64_t>(len_keep, 1)}, restore.options());
+    rank_kernel<<<static_cast<unsigned>(N), kThreads, L * sizeof(uint32_t), stream>>>(
+        philox::make_key(seed, offset), L, len_keep, mask.data_ptr<float>(), restore.data_ptr<int64_t>(),
+        keep.data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (len_keep == 0 || D == 0) return {kept, mask, restore};
+    // Copy in the widest word that divides a patch and the alignment of x (a view may be offset).
+    const int64_t bytes = D * x.element_size();
+    const auto address = reinterpret_cast<uintptr_t>(x.const_data_ptr());
+    TORCH_CHECK(N * len_keep <= int64_t(INT32_MAX),
+                "ssl_fast::random_masking: the CUDA kernel copies at most 2^31 - 1 ",
+                "patches per call, got N * len_keep = ", N * len_keep);
+    auto gather = [&](auto word) {
+      using word_t = decltype(word);
+      gather_kernel<word_t><<<static_cast<unsigned>(N * len_keep), kThreads, 0, stream>>>(
+          static_cast<const word_t*>(x.const_data_ptr()), keep.const_data_ptr<int64_t>(), L, len_keep,
+          bytes / int64_t(sizeof(word_t)), static_cast<word_t*>(kept.data_ptr()));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (bytes % 16 == 0 && address % 16 == 0) {
+      gather(uint4{});
+    } else if (bytes % 4 == 0 && address % 4 == 0) {
+      gather(uint32_t{});
+    } else {
+      gather(uint8_t{});
+    }
+    return {kept, mask, restore};
+  }
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ssl_fast, CUDA, m) {
-  m.impl("mask_tokens", &mask_tokens);
-  m.impl("mask_tokens_", &mask_tokens_);
-  m.impl("random_masking", &random_masking);
-}
+TORCH_LIBRARY_IMPL(ssl_fast, CUDA, m) { MaskingOps<Passes>::impl(m); }
 
 }  // namespace ssl_fast::cuda

@@ -1,11 +1,11 @@
 // Device helpers shared by the two CUDA implementations of the contrastive log-sum-exp:
-// contrastive.cu (stage 1, cuBLAS strips) and contrastive_fused.cu (tensor-core tiles).
+// contrastive/cuda.cu (stage 1, cuBLAS strips) and contrastive/fused.cu (tensor-core tiles).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
-#include "../common/contrastive_args.h"
+#include "args.h"
 
 namespace ssl_fast::cuda {
 

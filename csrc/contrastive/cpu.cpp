@@ -1,5 +1,5 @@
 // CPU kernels of the contrastive log-sum-exp (NT-Xent, InfoNCE); the math is in
-// common/contrastive_args.h.
+// contrastive/args.h.
 //
 // Nothing rows x cols is stored. The logits are cut into kTile x kTile tiles (fewer
 // rows for a few queries against many keys: cross_block_rows); each is
@@ -31,15 +31,15 @@
 #include <type_traits>
 #include <vector>
 
-#include "../common/contrastive_args.h"
+#include "../common/simd.h"
+#include "args.h"
 #include "scratch.h"
-#include "simd.h"
 #include "tile_gemm.h"
 
 namespace ssl_fast::cpu {
 namespace {
 
-// The float epilogues are SSL_FAST_CLONES (simd.h): AVX2 and FMA give three times the
+// The float epilogues are SSL_FAST_CLONES (common/simd.h): AVX2 and FMA give three times the
 // speed of the baseline's SSE2 exp.
 
 constexpr int64_t kTile = 256;  // a 256 x 256 fp32 tile is 256 KiB: it stays in L2
@@ -433,15 +433,6 @@ void normalize(const scalar_t* v, acc_t* out, int64_t n, int64_t d) {
   });
 }
 
-at::Tensor normalized(const at::Tensor& x, at::ScalarType acc) {
-  at::Tensor out = at::empty(x.sizes(), x.options().dtype(acc));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "contrastive_normalize", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    normalize(x.const_data_ptr<scalar_t>(), out.data_ptr<acc_t>(), x.size(0), x.size(1));
-  });
-  return out;
-}
-
 void check_exclude(const ContrastiveCall& c) {
   if (!c.exclude.defined()) return;
   const int64_t* ex = c.exclude.const_data_ptr<int64_t>();
@@ -465,23 +456,6 @@ Problem<acc_t> problem(const ContrastiveCall& c, const at::Tensor& qn, const at:
       acc_t(c.scale),
       c.scale <= kSharedShiftMax<acc_t>,
       c.self() ? kTile : cross_block_rows(c.rows)};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> contrastive_lse(
-    const at::Tensor& q, const std::optional<at::Tensor>& k, const at::Tensor& scale,
-    const std::optional<at::Tensor>& exclude, bool col_lse) {
-  const ContrastiveCall c = check_contrastive_call("contrastive_lse", q, k, scale, exclude);
-  check_exclude(c);
-  const auto acc_opts = q.options().dtype(c.acc);
-  at::Tensor qn = normalized(c.q, c.acc);
-  at::Tensor kn = c.self() ? at::empty({0}, acc_opts) : normalized(c.k, c.acc);
-  at::Tensor row = at::empty({c.rows}, acc_opts);
-  at::Tensor col = at::empty({!c.self() && col_lse ? c.cols : 0}, acc_opts);
-  AT_DISPATCH_FLOATING_TYPES(c.acc, "contrastive_lse", [&] {
-    forward(problem<scalar_t>(c, qn, kn), col_lse, row.data_ptr<scalar_t>(),
-            col.numel() ? col.data_ptr<scalar_t>() : nullptr);
-  });
-  return {qn, kn, row, col};
 }
 
 template <typename acc_t>
@@ -517,52 +491,59 @@ double backward(const Problem<acc_t>& p, const LseGrad<acc_t>& row, const LseGra
   return total / double(p.scale);  // d lse / d scale = P . (qn kn^T) = P . s / scale
 }
 
-// Adds an incoming gradient of the unit rows, then turns it into the gradient of the raw rows.
-at::Tensor raw_gradient(at::Tensor dn, const at::Tensor& grad_n, const at::Tensor& x, const at::Tensor& xn) {
-  if (grad_n.defined()) dn.add_(grad_n);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "contrastive_normalize_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    normalize_backward(x.const_data_ptr<scalar_t>(), xn.const_data_ptr<acc_t>(), dn.data_ptr<acc_t>(), x.size(0),
-                       x.size(1));
-  });
-  return dn.to(x.scalar_type());
-}
+// The passes of this backend, for ContrastiveOps (contrastive/args.h).
+struct Passes {
+  static at::Tensor normalized(const at::Tensor& x, at::ScalarType acc) {
+    at::Tensor out = at::empty(x.sizes(), x.options().dtype(acc));
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "contrastive_normalize", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      normalize(x.const_data_ptr<scalar_t>(), out.data_ptr<acc_t>(), x.size(0), x.size(1));
+    });
+    return out;
+  }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_lse_backward(
-    const std::optional<at::Tensor>& grad_qn, const std::optional<at::Tensor>& grad_kn,
-    const std::optional<at::Tensor>& grad_row, const std::optional<at::Tensor>& grad_col, const at::Tensor& q,
-    const std::optional<at::Tensor>& k, const at::Tensor& qn, const at::Tensor& kn, const at::Tensor& row_lse,
-    const at::Tensor& col_lse, const at::Tensor& scale, const std::optional<at::Tensor>& exclude,
-    std::array<bool, 3> output_mask) {
-  constexpr const char* op = "contrastive_lse_backward";
-  const ContrastiveCall c = check_contrastive_call(op, q, k, scale, exclude);
-  const ContrastiveGrads g = contrastive_grads(
-      op, c, grad_qn, grad_kn, grad_row, grad_col, qn, kn, row_lse, col_lse, output_mask);
-  const bool want_k = output_mask[1] && !c.self();
-  at::Tensor dqn = at::zeros_like(g.qn);
-  at::Tensor dkn = want_k ? at::zeros_like(g.kn) : at::Tensor();
-  double dscale = 0;
-  if (g.grad_row.defined() || g.grad_col.defined()) {
-    AT_DISPATCH_FLOATING_TYPES(c.acc, op, [&] {
-      LseGrad<scalar_t> row, col;
-      if (g.grad_row.defined()) row = {g.grad_row.const_data_ptr<scalar_t>(), g.row_lse.const_data_ptr<scalar_t>()};
-      if (g.grad_col.defined()) col = {g.grad_col.const_data_ptr<scalar_t>(), g.col_lse.const_data_ptr<scalar_t>()};
-      dscale = backward(problem<scalar_t>(c, g.qn, g.kn), row, col, dqn.data_ptr<scalar_t>(),
-                        want_k ? dkn.data_ptr<scalar_t>() : nullptr, output_mask[2]);
+  static void lse(const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& kn, at::Tensor& row,
+                  at::Tensor& col) {
+    check_exclude(c);
+    AT_DISPATCH_FLOATING_TYPES(c.acc, "contrastive_lse", [&] {
+      forward(problem<scalar_t>(c, qn, kn), col.numel() > 0, row.data_ptr<scalar_t>(),
+              col.numel() ? col.data_ptr<scalar_t>() : nullptr);
     });
   }
-  at::Tensor dq = output_mask[0] ? raw_gradient(dqn, g.grad_qn, c.q, g.qn) : at::Tensor();
-  at::Tensor dk = want_k ? raw_gradient(dkn, g.grad_kn, c.k, g.kn) : at::Tensor();
-  at::Tensor ds = output_mask[2] ? at::full({}, dscale, scale.options()) : at::Tensor();
-  auto empty = [&] { return at::empty({0}, q.options()); };
-  return {dq.defined() ? dq : empty(), dk.defined() ? dk : empty(), ds.defined() ? ds : empty()};
-}
+
+  // d qn is computed whether asked for or not: the tiles of the self form add to it.
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_backward(
+      const ContrastiveCall& c, const ContrastiveGrads& g, const at::TensorOptions& scale) {
+    const bool want_k = g.output_mask[1] && !c.self(), want_scale = g.output_mask[2];
+    at::Tensor dqn = at::zeros_like(g.qn);
+    at::Tensor dkn = want_k ? at::zeros_like(g.kn) : at::Tensor();
+    double dscale = 0;
+    if (g.grad_row.defined() || g.grad_col.defined()) {
+      AT_DISPATCH_FLOATING_TYPES(c.acc, "contrastive_lse_backward", [&] {
+        LseGrad<scalar_t> row, col;
+        if (g.grad_row.defined()) row = {g.grad_row.const_data_ptr<scalar_t>(), g.row_lse.const_data_ptr<scalar_t>()};
+        if (g.grad_col.defined()) col = {g.grad_col.const_data_ptr<scalar_t>(), g.col_lse.const_data_ptr<scalar_t>()};
+        dscale = backward(problem<scalar_t>(c, g.qn, g.kn), row, col, dqn.data_ptr<scalar_t>(),
+                          want_k ? dkn.data_ptr<scalar_t>() : nullptr, want_scale);
+      });
+    }
+    return {dqn, dkn, want_scale ? at::full({}, dscale, scale) : at::Tensor()};
+  }
+
+  // Adds an incoming gradient of the unit rows, then turns it into the gradient of the raw rows.
+  static at::Tensor raw_gradient(at::Tensor dn, const at::Tensor& grad_n, const at::Tensor& x, const at::Tensor& xn) {
+    if (grad_n.defined()) dn.add_(grad_n);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "contrastive_normalize_backward", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      normalize_backward(x.const_data_ptr<scalar_t>(), xn.const_data_ptr<acc_t>(), dn.data_ptr<acc_t>(), x.size(0),
+                         x.size(1));
+    });
+    return dn.to(x.scalar_type());
+  }
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ssl_fast, CPU, m) {
-  m.impl("contrastive_lse", &contrastive_lse);
-  m.impl("contrastive_lse_backward", &contrastive_lse_backward);
-}
+TORCH_LIBRARY_IMPL(ssl_fast, CPU, m) { ContrastiveOps<Passes>::impl(m); }
 
 }  // namespace ssl_fast::cpu

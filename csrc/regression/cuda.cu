@@ -43,7 +43,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "../common/regression_ops.h"
+#include "args.h"
 
 namespace ssl_fast::cuda {
 namespace {
@@ -283,12 +283,10 @@ at::TensorIterator make_iter(
   return regression_iter(outputs, inputs);
 }
 
-// The passes of this backend, for RegressionOps (common/regression_ops.h).
+// The passes of this backend, for RegressionOps (regression/args.h).
 struct Passes {
   template <template <typename> class LossT, typename... Args>
-  static std::tuple<at::Tensor, at::Tensor> forward(
-      const char* op, const RegressionCall& c, bool compute_grad, Args... args) {
-    TORCH_CHECK(!compute_grad || c.reduces(), op, ": compute_grad needs reduction mean or sum");
+  static std::tuple<at::Tensor, at::Tensor> forward(const RegressionCall& c, bool compute_grad, Args... args) {
     const c10::cuda::CUDAGuard guard(c.input.device());
     const auto options = c.input.options();
     at::Tensor loss = c.reduces() ? at::empty({}, options) : at::empty(c.shape, options);
@@ -322,8 +320,7 @@ struct Passes {
   }
 
   template <template <typename> class LossT, typename... Args>
-  static at::Tensor backward(const char* op, const at::Tensor& grad_output, const RegressionCall& c, Args... args) {
-    check_grad_output(op, grad_output, c);
+  static at::Tensor backward(const at::Tensor& grad_output, const RegressionCall& c, Args... args) {
     const c10::cuda::CUDAGuard guard(c.input.device());
     at::Tensor grad = at::empty(c.shape, c.input.options());
     auto inputs = inputs_of(c);

@@ -1,4 +1,4 @@
-#include "common/contrastive_args.h"
+#include "args.h"
 
 namespace ssl_fast {
 

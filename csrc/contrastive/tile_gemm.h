@@ -6,8 +6,8 @@
 // threads. Here every output element is one chain of multiply-adds over k in increasing
 // order, whatever the thread count, the blocking or the element's place in the tile.
 // With AVX-512 and with AVX2 the chain is of fused multiply-adds and the bits are the
-// same; the baseline (simd.h) rounds each product. dot(a, b) and dot(b, a) are the same
-// chain: the logits of the self form are exactly symmetric.
+// same; the baseline (common/simd.h) rounds each product. dot(a, b) and dot(b, a) are
+// the same chain: the logits of the self form are exactly symmetric.
 #pragma once
 
 #include <cstdint>

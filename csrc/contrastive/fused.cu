@@ -1,12 +1,8 @@
-// NOT YET RUN ON A GPU: this file compiles for sm_80 and sm_90, and tests/test_contrastive.py
-// runs every CUDA test against it (SSL_FAST_CONTRASTIVE_KERNEL=fused), but no GPU has run
-// them yet. Treat its results as unverified until benchmarks/gpu_check.sh has passed on a card.
-//
 // CUDA kernels of the contrastive log-sum-exp, stage 2: every logit tile is computed by
 // tensor cores (WMMA: m16n16k16 for fp16 / bf16, m16n16k8 tf32 for fp32, fp32
 // accumulation), consumed in shared memory and registers, and dropped: no logits in global
-// memory, workspace O(rows x dim). The semantics are those of contrastive.cu (stage 1) and
-// cpu/contrastive.cpp; contrastive.cu decides which stage serves a call.
+// memory, workspace O(rows x dim). The semantics are those of contrastive/cuda.cu (stage
+// 1) and contrastive/cpu.cpp; contrastive/cuda.cu decides which stage serves a call.
 //
 // Layout. The unit rows (qn, kn: fp32, as returned by the op) are copied once into operand
 // matrices of the input's dtype, zero-padded to a multiple of kTile rows and to 64, 128
@@ -56,8 +52,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "contrastive_device.cuh"
-#include "contrastive_fused.h"
+#include "device.cuh"
+#include "fused.h"
 
 namespace ssl_fast::cuda {
 namespace {

@@ -8,12 +8,12 @@
 // common/philox.h (x86-64's baseline SSE2 has no such multiply beyond 2 lanes,
 // and scalar code measured faster there).
 //
-// simd_level() (simd.h) chooses the path at the first call.
+// simd_level() (common/simd.h) chooses the path at the first call.
 #include "philox_lanes.h"
 
 #include <cstring>
 
-#include "simd.h"
+#include "../common/simd.h"
 
 #ifdef SSL_FAST_X86_SIMD
 #include <immintrin.h>

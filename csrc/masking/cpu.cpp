@@ -23,10 +23,10 @@
 #include <cstring>
 #include <vector>
 
-#include "../common/masking.h"
-#include "alloc.h"
+#include "../common/alloc.h"
+#include "../common/simd.h"
+#include "args.h"
 #include "philox_lanes.h"
-#include "simd.h"
 
 namespace ssl_fast::cpu {
 namespace {
@@ -219,49 +219,6 @@ struct TokenPass {
   }
 };
 
-void mask_tokens_into(const MaskTokensCall& c, const at::Tensor& out, const at::Tensor& labels) {
-  AT_DISPATCH_INDEX_TYPES(c.ids.scalar_type(), "ssl_fast_mask_tokens_cpu", [&] {
-    TokenPass<index_t>{
-        c, c.params, c.ids.const_data_ptr<index_t>(), out.data_ptr<index_t>(), labels.data_ptr<int64_t>(),
-        c.special_mask.defined() ? reinterpret_cast<const uint8_t*>(c.special_mask.const_data_ptr<bool>()) : nullptr,
-        c.word_ids.defined() ? c.word_ids.const_data_ptr<int64_t>() : nullptr}
-        .run();
-  });
-}
-
-std::tuple<at::Tensor, at::Tensor> mask_tokens(
-    const at::Tensor& input_ids, const std::optional<at::Tensor>& special_tokens_mask,
-    const std::optional<at::Tensor>& special_ids, const std::optional<at::Tensor>& word_ids,
-    int64_t mask_token_id, int64_t vocab_size, int64_t select_threshold, int64_t mask_threshold,
-    int64_t random_threshold, double probability, bool exact, bool exclude_special_from_random, int64_t seed,
-    int64_t offset) {
-  const auto c = check_mask_tokens("ssl_fast::mask_tokens", input_ids, special_tokens_mask, special_ids, word_ids,
-                                   mask_token_id, vocab_size, select_threshold, mask_threshold, random_threshold,
-                                   probability, exact, exclude_special_from_random, seed, offset);
-  at::Tensor out = empty(c.ids.sizes(), c.ids.scalar_type());
-  at::Tensor labels = empty(c.ids.sizes(), at::kLong);
-  mask_tokens_into(c, out, labels);
-  return {out.view(input_ids.sizes()), labels.view(input_ids.sizes())};
-}
-
-// In place: ids are read before they are written, token by token (exact_count
-// reads a whole row first), so out may alias the ids. A non-contiguous input
-// is masked in a contiguous copy, then copied back.
-at::Tensor mask_tokens_(
-    at::Tensor& input_ids, const std::optional<at::Tensor>& special_tokens_mask,
-    const std::optional<at::Tensor>& special_ids, const std::optional<at::Tensor>& word_ids,
-    int64_t mask_token_id, int64_t vocab_size, int64_t select_threshold, int64_t mask_threshold,
-    int64_t random_threshold, double probability, bool exact, bool exclude_special_from_random, int64_t seed,
-    int64_t offset) {
-  const auto c = check_mask_tokens("ssl_fast::mask_tokens_", input_ids, special_tokens_mask, special_ids,
-                                   word_ids, mask_token_id, vocab_size, select_threshold, mask_threshold,
-                                   random_threshold, probability, exact, exclude_special_from_random, seed, offset);
-  at::Tensor labels = empty(c.ids.sizes(), at::kLong);
-  mask_tokens_into(c, c.ids, labels);
-  if (!c.ids.is_same(input_ids)) input_ids.copy_(c.ids);
-  return labels.view(input_ids.sizes());
-}
-
 // random_masking: per row, sort the L positions by (noise word, position) with
 // a bucket sort on the top bits of the word (uniform, so the buckets hold ~1
 // key each and the final insertion sort moves little): O(L) where argsort is
@@ -298,44 +255,57 @@ struct RowSorter {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> random_masking(
-    const at::Tensor& x_in, int64_t len_keep, int64_t seed, int64_t offset) {
-  check_random_masking("ssl_fast::random_masking", x_in, len_keep);
-  const at::Tensor x = x_in.contiguous();
-  const int64_t N = x.size(0), L = x.size(1), D = x.size(2);
-  at::Tensor kept = empty({N, len_keep, D}, x.scalar_type());
-  at::Tensor mask = empty({N, L}, at::kFloat);
-  at::Tensor restore = empty({N, L}, at::kLong);
-  const auto key = philox::make_key(seed, offset);
-  const size_t row_bytes = static_cast<size_t>(D) * x.element_size();
-  const auto* src = static_cast<const char*>(x.const_data_ptr());
-  auto* dst = static_cast<char*>(kept.data_ptr());
-  float* m = mask.data_ptr<float>();
-  int64_t* r = restore.data_ptr<int64_t>();
-  // Work per row: the sort (~L) and the copy of len_keep patches (~len_keep * D / 8 words).
-  at::parallel_for(0, N, row_grain(L + len_keep * D / 8), [&](int64_t n0, int64_t n1) {
-    RowSorter sorter;
-    for (int64_t n = n0; n < n1; ++n) {
-      sorter.sort(key, n * L, L);
-      for (int64_t rank = 0; rank < L; ++rank) {
-        const auto l = static_cast<int64_t>(sorter.sorted[rank] & 0xFFFFFFFFu);
-        r[n * L + l] = rank;
-        m[n * L + l] = rank < len_keep ? 0.f : 1.f;
-        if (rank < len_keep && row_bytes) {
-          std::memcpy(dst + (n * len_keep + rank) * row_bytes, src + (n * L + l) * row_bytes, row_bytes);
+// The passes of this backend, for MaskingOps (masking/args.h).
+struct Passes {
+  static at::Tensor output(const at::Tensor& ids, at::ScalarType dtype) { return empty(ids.sizes(), dtype); }
+
+  // out may be c.ids: ids are read before they are written, token by token
+  // (exact_count reads a whole row first).
+  static void mask_tokens(const MaskTokensCall& c, const at::Tensor& out, const at::Tensor& labels) {
+    AT_DISPATCH_INDEX_TYPES(c.ids.scalar_type(), "ssl_fast_mask_tokens_cpu", [&] {
+      TokenPass<index_t>{
+          c, c.params, c.ids.const_data_ptr<index_t>(), out.data_ptr<index_t>(), labels.data_ptr<int64_t>(),
+          c.special_mask.defined() ? reinterpret_cast<const uint8_t*>(c.special_mask.const_data_ptr<bool>())
+                                   : nullptr,
+          c.word_ids.defined() ? c.word_ids.const_data_ptr<int64_t>() : nullptr}
+          .run();
+    });
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> random_masking(
+      const at::Tensor& x_in, int64_t len_keep, int64_t seed, int64_t offset) {
+    const at::Tensor x = x_in.contiguous();
+    const int64_t N = x.size(0), L = x.size(1), D = x.size(2);
+    at::Tensor kept = empty({N, len_keep, D}, x.scalar_type());
+    at::Tensor mask = empty({N, L}, at::kFloat);
+    at::Tensor restore = empty({N, L}, at::kLong);
+    const auto key = philox::make_key(seed, offset);
+    const size_t row_bytes = static_cast<size_t>(D) * x.element_size();
+    const auto* src = static_cast<const char*>(x.const_data_ptr());
+    auto* dst = static_cast<char*>(kept.data_ptr());
+    float* m = mask.data_ptr<float>();
+    int64_t* r = restore.data_ptr<int64_t>();
+    // Work per row: the sort (~L) and the copy of len_keep patches (~len_keep * D / 8 words).
+    at::parallel_for(0, N, row_grain(L + len_keep * D / 8), [&](int64_t n0, int64_t n1) {
+      RowSorter sorter;
+      for (int64_t n = n0; n < n1; ++n) {
+        sorter.sort(key, n * L, L);
+        for (int64_t rank = 0; rank < L; ++rank) {
+          const auto l = static_cast<int64_t>(sorter.sorted[rank] & 0xFFFFFFFFu);
+          r[n * L + l] = rank;
+          m[n * L + l] = rank < len_keep ? 0.f : 1.f;
+          if (rank < len_keep && row_bytes) {
+            std::memcpy(dst + (n * len_keep + rank) * row_bytes, src + (n * L + l) * row_bytes, row_bytes);
+          }
         }
       }
-    }
-  });
-  return {kept, mask, restore};
-}
+    });
+    return {kept, mask, restore};
+  }
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ssl_fast, CPU, m) {
-  m.impl("mask_tokens", &mask_tokens);
-  m.impl("mask_tokens_", &mask_tokens_);
-  m.impl("random_masking", &random_masking);
-}
+TORCH_LIBRARY_IMPL(ssl_fast, CPU, m) { MaskingOps<Passes>::impl(m); }
 
 }  // namespace ssl_fast::cpu
