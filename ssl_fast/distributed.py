@@ -17,6 +17,16 @@ import torch
 import torch.distributed as dist
 
 
+def check_available(name: str) -> None:
+    """Raises ValueError when this build of torch has no torch.distributed, which
+    gather_distributed=True needs (as lightly's losses do)."""
+    if not dist.is_available():
+        raise ValueError(
+            f"{name}: gather_distributed=True needs torch.distributed, which this build of torch lacks "
+            "(torch.distributed.is_available() is False); pass gather_distributed=False"
+        )
+
+
 def world_size(group=None) -> int:
     """The size of `group` (the default group when None), 1 when not distributed."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from . import _checks
-from .distributed import gather
+from .distributed import check_available, gather
 from .ops.contrastive import _scale as _scale_of
 from .ops.contrastive import contrastive_lse, info_nce, nt_xent
 from .ops.reduction import reduce_rows, row_dot
@@ -61,6 +61,8 @@ class NTXentLoss(nn.Module):
     ):
         super().__init__()
         _scale_of("NTXentLoss", temperature)
+        if gather_distributed:
+            check_available("NTXentLoss")
         self.temperature = float(temperature)
         self.gather_distributed = gather_distributed
         self.group = group
@@ -107,7 +109,9 @@ class NTXentLoss(nn.Module):
         negatives = self.bank.to(device=out0.device, dtype=out0.dtype, copy=True)
         qn, _, lse, _ = contrastive_lse(out0, negatives, _scale_of("NTXentLoss", self.temperature))
         pos = row_dot(qn, out1.to(qn.dtype)) / self.temperature
-        loss = reduce_rows(torch.logaddexp(lse, pos) - pos, "mean", out0.dtype)
+        # log(exp(pos) + exp(lse)) - pos as softplus(lse - pos): the difference of the two
+        # logits is exact, and the sum is not rounded at the logits' magnitude (1 / temperature).
+        loss = reduce_rows(torch.logaddexp(lse - pos, torch.zeros_like(pos)), "mean", out0.dtype)
         if out0.requires_grad:
             self._enqueue(out1.detach())
         return loss
@@ -146,6 +150,8 @@ class InfoNCELoss(nn.Module):
     ):
         super().__init__()
         _scale_of("InfoNCELoss", temperature)
+        if gather_distributed:
+            check_available("InfoNCELoss")
         self.temperature = float(temperature)
         self.symmetric = symmetric
         self.reduction = reduction

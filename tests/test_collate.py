@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import functools
+import inspect
 import re
 import subprocess
 import sys
+import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -131,8 +135,10 @@ def test_errors():
 
     with pytest.raises(ValueError, match="has no mask token"):
         ssl_fast.MLMCollator(NoMask())
-    with pytest.raises(ValueError, match="only return_tensors='pt' is supported, got 'np'"):
-        ssl_fast.MLMCollator(WordTokenizer(), return_tensors="np")
+    with pytest.raises(ValueError, match="^MLMCollator: return_tensors must be 'pt' or 'np', got 'tf'$"):
+        ssl_fast.MLMCollator(WordTokenizer(), return_tensors="tf")
+    with pytest.raises(ValueError, match="^MLMCollator: return_tensors must be 'pt' or 'np', got 'jax'$"):
+        ssl_fast.MLMCollator(WordTokenizer())([[5, 6]], return_tensors="jax")
     with pytest.raises(ValueError, match=r"mlm_probability must be in \[0, 1\], got 2"):
         ssl_fast.MLMCollator(WordTokenizer(), mlm_probability=2)
     with pytest.raises(ValueError, match=r"at most 1, got 0.9 \+ 0.2"):
@@ -302,15 +308,286 @@ def test_same_batches_as_transformers(hf_tokenizer, with_special_mask):
     ],
     ids=["empty first", "numpy int32", "tuples", "dict empty first", "dict numpy int32", "dict torch ints"],
 )
+@pytest.mark.parametrize("return_tensors", ["pt", "np"])
 @pytest.mark.parametrize("mlm", [True, False])
-def test_same_dtypes_as_transformers(hf_tokenizer, rows, mlm):
+def test_same_dtypes_as_transformers(hf_tokenizer, rows, mlm, return_tensors):
     from transformers import DataCollatorForLanguageModeling
 
-    theirs = DataCollatorForLanguageModeling(hf_tokenizer, mlm=mlm, seed=0)(rows)
-    ours = ssl_fast.MLMCollator(hf_tokenizer, mlm=mlm, seed=0)(rows)
+    kw = {"mlm": mlm, "seed": 0, "return_tensors": return_tensors}
+    theirs = DataCollatorForLanguageModeling(hf_tokenizer, **kw)(rows)
+    ours = ssl_fast.MLMCollator(hf_tokenizer, **kw)(rows)
     assert list(ours) == list(theirs)
+    # transformers' numpy batch of bare numpy examples keeps their dtype; ssl_fast's is int64.
+    keeps_dtype = return_tensors == "np" and isinstance(rows[0], np.ndarray)
     for key in ours:
-        assert ours[key].dtype == theirs[key].dtype == torch.int64, key
+        assert type(ours[key]) is type(theirs[key]), key
+        assert ours[key].dtype in (torch.int64, np.int64), key
+        assert keeps_dtype or ours[key].dtype == theirs[key].dtype, key
         assert ours[key].shape == theirs[key].shape, key
         if key != "labels" and not (mlm and key == "input_ids"):  # the masks are random
-            assert torch.equal(ours[key], theirs[key]), key
+            assert (ours[key] == theirs[key]).all(), key
+
+
+def test_same_arguments_as_transformers():
+    """The constructor's parameters, in transformers' order: positional calls carry over."""
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+    theirs = list(inspect.signature(transformers.DataCollatorForLanguageModeling).parameters)
+    assert list(inspect.signature(ssl_fast.MLMCollator).parameters) == theirs
+
+
+# -- return_tensors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mlm", [True, False])
+def test_numpy_batches_hold_the_tensors_values(mlm):
+    rows = examples(16)
+    tensors = ssl_fast.MLMCollator(WordTokenizer(), mlm=mlm, seed=0)(rows)
+    per_collator = ssl_fast.MLMCollator(WordTokenizer(), mlm=mlm, seed=0, return_tensors="np")(rows)
+    per_call = ssl_fast.MLMCollator(WordTokenizer(), mlm=mlm, seed=0)(rows, return_tensors="np")
+    for batch in (per_collator, per_call):
+        assert list(batch) == list(tensors)
+        for key, value in batch.items():
+            assert isinstance(value, np.ndarray) and value.dtype == np.int64, key
+            assert np.array_equal(value, tensors[key].numpy()), key
+
+
+# -- ids outside the tokenizer's vocabulary -------------------------------------------------------
+
+
+class SpecialsOnly(WordTokenizer):
+    """A vocabulary of the five special tokens: every other id of the examples lies outside it."""
+
+    def __len__(self) -> int:
+        return len(self.all_special_ids)
+
+
+def test_ids_outside_the_vocabulary_are_masked_like_the_others():
+    """As transformers does (its own tests give a 5-token vocabulary ids up to 999): no error;
+    an id outside stays unless selected, is its own label when selected, and a random
+    replacement is drawn from the vocabulary."""
+    rows = examples(128)
+    original = ssl_fast.MLMCollator(SpecialsOnly(), mlm=False)(rows)["input_ids"]
+    batch = ssl_fast.MLMCollator(SpecialsOnly(), mlm_probability=0.5, random_replace_prob=0.2, seed=0)(rows)
+    ids, labels = batch["input_ids"], batch["labels"]
+    selected = labels != -100
+    assert torch.equal(ids[~selected], original[~selected])
+    assert torch.equal(labels[selected], original[selected])
+    changed = ids != original
+    assert changed.any() and bool(((ids[changed] >= 0) & (ids[changed] < len(SpecialsOnly()))).all())
+    outside = original >= len(SpecialsOnly())
+    within(int(selected.sum()), int(outside.sum()), 0.5, "selected")
+    assert not selected[~outside].any()
+
+
+@pytest.fixture(scope="module")
+def specials_only_tokenizer(tmp_path_factory):
+    """transformers' BertTokenizer on a vocabulary of its five special tokens, from a local file."""
+    pytest.importorskip("transformers", reason="transformers is not installed (optional test dependency)")
+    from transformers import BertTokenizer
+
+    vocab = tmp_path_factory.mktemp("specials") / "vocab.txt"
+    vocab.write_text("[UNK]\n[CLS]\n[SEP]\n[PAD]\n[MASK]\n")
+    return BertTokenizer(str(vocab))
+
+
+@pytest.mark.parametrize("return_tensors", ["pt", "np"])
+def test_ids_outside_the_vocabulary_as_in_transformers(specials_only_tokenizer, return_tensors):
+    """Both collators on examples whose ids lie mostly outside the vocabulary: the same
+    shapes and dtypes, the same tokens left alone, and selection rates within binomial bounds."""
+    from transformers import DataCollatorForLanguageModeling
+
+    tok = specials_only_tokenizer
+    rows = [{"input_ids": list(range(200))} for _ in range(64)] + [{"input_ids": list(range(150))}]
+    kw = {"mlm_probability": 0.3, "seed": 0, "return_tensors": return_tensors}
+    theirs = DataCollatorForLanguageModeling(tok, **kw)(rows)
+    ours = ssl_fast.MLMCollator(tok, **kw)(rows)
+    assert list(ours) == list(theirs)
+    for key in ours:
+        assert ours[key].dtype == theirs[key].dtype and ours[key].shape == theirs[key].shape, key
+    original = torch.as_tensor(DataCollatorForLanguageModeling(tok, mlm=False)(rows)["input_ids"])
+    outside = original >= len(tok)
+    for batch, who in ((ours, "ssl_fast"), (theirs, "transformers")):
+        ids, labels = torch.as_tensor(batch["input_ids"]), torch.as_tensor(batch["labels"])
+        selected = labels != -100
+        assert not selected[~outside].any(), who
+        assert torch.equal(ids[~selected], original[~selected]), who
+        within(int(selected.sum()), int(outside.sum()), 0.3, f"{who} selected")
+        changed = ids != original
+        assert bool(((ids[changed] >= 0) & (ids[changed] < len(tok))).all()), who
+
+
+# -- whole-word masking ---------------------------------------------------------------------------
+
+SUBWORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##believ", "##able", "the", "cat", "##s",
+            "sat", "on", "mat", ",", "'", "s", "-", "a", "##n", "ant"]
+# Words of one to three pieces; "mat," "un-" and "cat's" are one word each, as transformers
+# reads the offsets (a piece that starts where the previous one ended continues its word).
+TEXT = "the cats sat on an unbelievable mat, un-believable cat's ant"
+# Whole words, all replaced by the mask token (what transformers sets, without its warning).
+WHOLE_WORDS = {"whole_word_mask": True, "mask_replace_prob": 1.0, "random_replace_prob": 0.0}
+
+
+@pytest.fixture(scope="module")
+def wordpiece(tmp_path_factory):
+    """transformers' BertTokenizer (the fast one) on a small WordPiece vocabulary from a local file."""
+    pytest.importorskip("transformers", reason="transformers is not installed (optional test dependency)")
+    from transformers import BertTokenizer
+
+    vocab = tmp_path_factory.mktemp("wordpiece") / "vocab.txt"
+    vocab.write_text("\n".join(SUBWORDS) + "\n")
+    return BertTokenizer(str(vocab))
+
+
+def word_partition(labels) -> list[int]:
+    """Tokens selected together in every row (independent draws of one example) belong to one
+    word: each position's group is the first position with the same selections; -1 if never
+    selected."""
+    selected = torch.as_tensor(labels) != -100
+    columns = [tuple(selected[:, j].tolist()) for j in range(selected.shape[1])]
+    return [columns.index(c) if any(c) else -1 for c in columns]
+
+
+@pytest.mark.parametrize("return_tensors", ["pt", "np"])
+def test_whole_words_as_transformers_finds_them(wordpiece, return_tensors):
+    """transformers 5's whole_word_mask=True, on 400 copies of one example at p = 0.5: the
+    words (tokens always selected together), found from the two collators' outputs, are the
+    same; every selected token is the mask token; each word is selected in about half the rows."""
+    from transformers import DataCollatorForLanguageModeling
+
+    example = wordpiece(TEXT, return_offsets_mapping=True)
+    rows = [dict(example) for _ in range(400)]
+    kw = WHOLE_WORDS | {"mlm_probability": 0.5}
+    theirs = DataCollatorForLanguageModeling(wordpiece, seed=0, return_tensors=return_tensors, **kw)(rows)
+    ours = ssl_fast.MLMCollator(wordpiece, seed=0, return_tensors=return_tensors, **kw)(rows)
+    assert list(ours) == list(theirs) == ["input_ids", "token_type_ids", "attention_mask", "labels"]
+    words = word_partition(ours["labels"])
+    assert words == word_partition(theirs["labels"])
+    tokens = wordpiece.convert_ids_to_tokens(example["input_ids"])
+    assert words[0] == words[-1] == -1  # CLS, SEP
+    assert [tokens[j] for j in range(len(tokens)) if words[j] == words[tokens.index("un")]] == [
+        "un", "##believ", "##able",
+    ]
+    assert words[tokens.index(",")] == words[tokens.index("mat")]
+    ids, labels = torch.as_tensor(ours["input_ids"]), torch.as_tensor(ours["labels"])
+    selected = labels != -100
+    assert (ids[selected] == wordpiece.mask_token_id).all()
+    assert torch.equal(labels[selected], torch.tensor(example["input_ids"]).expand_as(ids)[selected])
+    for j in sorted(set(words) - {-1}):
+        within(int(selected[:, j].sum()), len(rows), 0.5, f"word of {tokens[j]!r}")
+
+
+def test_whole_words_in_a_padded_batch(wordpiece):
+    """Examples of different lengths (transformers' tokenizer.pad does not pad offset_mapping,
+    ssl_fast does): padding is never selected, and offset_mapping leaves the batch."""
+    texts = [TEXT, "the cat sat", "unbelievable"]
+    rows = [wordpiece(t, return_offsets_mapping=True, return_special_tokens_mask=True) for t in texts] * 50
+    batch = ssl_fast.MLMCollator(wordpiece, mlm_probability=0.5, seed=1, **WHOLE_WORDS)(rows)
+    assert "offset_mapping" not in batch and "special_tokens_mask" not in batch
+    selected = batch["labels"] != -100
+    assert not selected[batch["attention_mask"] == 0].any() and selected.any()
+    unbelievable = selected[2::3, 1:4]  # un ##believ ##able, one word
+    assert torch.equal(unbelievable, unbelievable[:, :1].expand_as(unbelievable))
+
+
+def test_whole_word_mask_replaces_by_the_mask_token_as_transformers():
+    message = (
+        r"^MLMCollator: with whole_word_mask every selected token becomes the mask token, as in "
+        r"transformers: mask_replace_prob 0.8 is set to 1, random_replace_prob to 0$"
+    )
+    with pytest.warns(UserWarning, match=message):
+        collator = ssl_fast.MLMCollator(WordTokenizer(), whole_word_mask=True)
+    assert (collator.mask_replace_prob, collator.random_replace_prob) == (1.0, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ssl_fast.MLMCollator(WordTokenizer(), **WHOLE_WORDS)
+
+
+def test_whole_word_mask_errors():
+    collator = ssl_fast.MLMCollator(WordTokenizer(), **WHOLE_WORDS)
+    cases = [
+        (
+            lambda: ssl_fast.MLMCollator(WordTokenizer(), mlm=False, whole_word_mask=True),
+            "MLMCollator: whole_word_mask masks words for mlm=True; it does not combine with mlm=False",
+        ),
+        (
+            lambda: collator([{"input_ids": [1, 7, 2]}]),
+            "MLMCollator: whole_word_mask finds the words from each example's offset_mapping, which the "
+            "examples lack; tokenize with return_offsets_mapping=True",
+        ),
+        (
+            lambda: collator([[1, 7, 2]]),
+            "MLMCollator: whole_word_mask finds the words from each example's offset_mapping",
+        ),
+        (
+            lambda: collator([{"input_ids": [1, 7, 2], "offset_mapping": [(0, 0), (0, 3)]}]),
+            "MLMCollator: example 0's offset_mapping must hold a (start, end) pair for each of its 3 tokens, "
+            "got shape (2, 2)",
+        ),
+        (
+            lambda: collator([{"input_ids": [1, 7], "offset_mapping": [0, 0, 0, 3]}]),
+            "MLMCollator: example 0's offset_mapping must hold a (start, end) pair for each of its 2 tokens, "
+            "got shape (4,)",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+            call()
+
+
+# -- the examples are never modified --------------------------------------------------------------
+
+
+def _containers(rows: list[list[int]]) -> dict[str, list]:
+    """The example forms a dataset may hand over, each holding rows."""
+    offsets = [[(3 * k, 3 * k + 2) for k in range(len(r))] for r in rows]
+    return {
+        "lists": [list(r) for r in rows],
+        "tuples": [tuple(r) for r in rows],
+        "numpy int64": [np.array(r, dtype=np.int64) for r in rows],
+        "numpy int32": [np.array(r, dtype=np.int32) for r in rows],
+        "tensors": [torch.tensor(r) for r in rows],
+        "dicts of lists": [
+            {"input_ids": list(r), "token_type_ids": [0] * len(r), "offset_mapping": o, "label": 1}
+            for r, o in zip(rows, offsets, strict=True)
+        ],
+        "dicts of arrays": [
+            {"input_ids": np.array(r), "special_tokens_mask": np.array([1] + [0] * (len(r) - 2) + [1]),
+             "offset_mapping": np.array(o).reshape(-1, 2)}
+            for r, o in zip(rows, offsets, strict=True)
+        ],
+        "dicts of tensors": [
+            {"input_ids": torch.tensor(r), "attention_mask": torch.ones(len(r), dtype=torch.int64),
+             "offset_mapping": torch.tensor(o).reshape(-1, 2)}
+            for r, o in zip(rows, offsets, strict=True)
+        ],
+    }
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, Mapping):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("return_tensors", ["pt", "np"])
+@pytest.mark.parametrize("form", list(_containers([[1]])))
+def test_examples_are_not_modified(form, return_tensors):
+    """Every container, padded or not (a single example of full length becomes the batch
+    without padding), with each masking mode: the examples keep their values and dtypes."""
+    for rows in ([[1, 7, 8, 9, 2], [1, 9, 2]], [[1, 5, 6, 7, 8, 2]]):
+        every_kind = {"mlm_probability": 1.0, "mask_replace_prob": 0.5, "random_replace_prob": 0.5}
+        modes = [{"mlm": False}, {}, every_kind]
+        if "dicts" in form:
+            modes.append(WHOLE_WORDS | {"mlm_probability": 1.0})
+        for mode in modes:
+            examples_ = _containers(rows)[form]
+            before = copy.deepcopy(examples_)
+            collator = ssl_fast.MLMCollator(WordTokenizer(), return_tensors=return_tensors, seed=0, **mode)
+            batch = collator(examples_)
+            assert all(_same(a, b) for a, b in zip(before, examples_, strict=True)), (mode, examples_)
+            if mode.get("mlm_probability") == 1.0:  # the batch was masked, the examples were not
+                assert (batch["labels"] != -100).any()

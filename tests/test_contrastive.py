@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -508,6 +509,117 @@ def test_matches_lightly(bank, gen):
         their_loss, their_grads = value_and_grads(theirs, out0, out1)
         torch.testing.assert_close(loss, their_loss, msg=lambda m, s=step: f"step {s}: {m}")
         torch.testing.assert_close(grads, their_grads)
+
+
+# ----------------------------------------------------------------- what lightly's users rely on
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_single_pair_loss_is_exactly_zero(dtype, backend, monkeypatch, gen):
+    """With one pair, each row's only other row is its positive: the loss is a cross-entropy
+    over one logit, 0 exactly, and so are its gradients (lightly's value, bit for bit)."""
+    monkeypatch.setenv("SSL_FAST_BACKEND", backend)
+    for d in (1, 2, 64):
+        for temperature in (0.07, 1.0, 7.0):
+            z0, z1 = views(1, d, gen, dtype)
+            for reduction in REDUCTIONS:
+                loss, grads = value_and_grads(
+                    functools.partial(ssl_fast.nt_xent, temperature=temperature, reduction=reduction), z0, z1
+                )
+                assert loss.dtype == dtype and not loss.any(), (d, temperature, reduction, loss)
+                assert not any(g.any() for g in grads), (d, temperature, reduction)
+
+
+def test_single_pair_matches_lightly_bitwise(gen):
+    LightlyNTXent = _lightly_ntxent()
+    for d in (1, 2, 16, 64):
+        for temperature in (0.1, 1.0, 10.0):
+            z0, z1 = views(1, d, gen, torch.float32, requires_grad=False)
+            ours = ssl_fast.NTXentLoss(temperature)(z0, z1)
+            assert torch.equal(ours, LightlyNTXent(temperature)(z0, z1)), (d, temperature)
+
+
+def last_element_differs(z: torch.Tensor) -> torch.Tensor:
+    other = z.detach().clone()
+    other.view(-1)[-1] += 1
+    return other.requires_grad_(z.requires_grad)
+
+
+# Sizes around the tile (256 rows of cat(z0, z1)), where a row's neighbours sit in other tiles.
+SWAP_SIZES = [(1, 3), (2, 1), (19, 32), (128, 8), (129, 16), (300, 33)]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("n,d", SWAP_SIZES, ids=str)
+def test_swapping_the_views_gives_the_same_bits(n, d, dtype, gen):
+    """NT-Xent is symmetric in its two views; the loss, its rows and the gradients of
+    nt_xent(z1, z0) are those of nt_xent(z0, z1), to the bit (lightly's test allows 1e-12),
+    also for views that differ only in their last element. Two equal views cannot be told
+    apart: each may get either set of (equal up to rounding) row losses and gradients."""
+    z0, z1 = views(n, d, gen, dtype)
+    same = z0.detach().clone().requires_grad_()
+    for first, second in ((z0, z1), (z0, last_element_differs(z0)), (z0, same)):
+        for reduction in REDUCTIONS:
+            loss = functools.partial(ssl_fast.nt_xent, temperature=0.3, reduction=reduction)
+            value, (g0, g1) = value_and_grads(loss, first, second)
+            swapped, (h1, h0) = value_and_grads(loss, second, first)
+            if reduction == "none":  # rows of the first argument first
+                swapped = swapped.roll(n)
+            if second is not same:
+                assert torch.equal(value, swapped), (reduction, value, swapped)
+                assert torch.equal(g0, h0) and torch.equal(g1, h1), reduction
+            elif reduction != "none":
+                assert torch.equal(value, swapped), (reduction, value, swapped)
+
+
+def test_module_swap_symmetry_as_lightly_tests_it():
+    """lightly's own check, batch sizes 1 to 19 of 32-d and 1-d embeddings, held to the bit."""
+    gen = torch.Generator().manual_seed(0)
+    loss = ssl_fast.NTXentLoss()
+    for d in (32, 1):
+        for n in range(1, 20):
+            a, b = torch.randn(n, d, generator=gen), torch.randn(n, d, generator=gen)
+            assert torch.equal(loss(a, b), loss(b, a)), (n, d)
+
+
+def test_gather_distributed_needs_torch_distributed(monkeypatch, gen):
+    """As lightly: asking to gather on a torch built without torch.distributed is an error
+    when the loss is made (and when the functions are called), not a silent single process."""
+    monkeypatch.setattr(torch.distributed, "is_available", lambda: False)
+    z = randn(4, 3, gen=gen, dtype=torch.float32)
+    lacks = "gather_distributed=True needs torch.distributed, which this build of torch lacks"
+    calls = {
+        "NTXentLoss": lambda: ssl_fast.NTXentLoss(gather_distributed=True),
+        "InfoNCELoss": lambda: ssl_fast.InfoNCELoss(gather_distributed=True),
+        "nt_xent": lambda: ssl_fast.nt_xent(z, z, gather_distributed=True),
+        "info_nce": lambda: ssl_fast.info_nce(z, z, gather_distributed=True),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=f"^{name}: {lacks} "):
+            call()
+    ssl_fast.NTXentLoss()(z, z)  # no gathering asked, no question
+    try:
+        LightlyNTXent = _lightly_ntxent()
+    except pytest.skip.Exception:
+        return
+    with pytest.raises(ValueError):
+        LightlyNTXent(gather_distributed=True)
+
+
+def test_memory_bank_loss_far_below_the_logits(gen):
+    """A positive at cosine 1 and every negative of the bank at -1: the loss, about
+    K exp(-2 / t) = 1.6e-8, lies far below the rounding of logits of 1 / t = 10 in float32,
+    and keeps float32's relative precision (against the float64 formula) all the same."""
+    t, bank_size = 0.1, 8
+    out0 = randn(6, 4, gen=gen, dtype=torch.float32)[:1].expand(6, 4).clone().requires_grad_()
+    out1 = 3 * out0.detach()
+    loss_fn = ssl_fast.NTXentLoss(t, memory_bank_size=(bank_size, 4))
+    loss_fn.bank = -F.normalize(out0.detach()[:1], dim=1).expand(bank_size, 4).clone()
+    expected = _memory_bank_reference(out0.detach().double(), out1.double(), loss_fn.bank.double(), t)
+    assert 1e-8 < expected.item() < 1e-7
+    loss = loss_fn(out0, out1)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=0)
 
 
 # ----------------------------------------------------------------- CUDA kernels

@@ -323,10 +323,61 @@ def test_inplace_out_of_vocabulary_leaves_ids_untouched(monkeypatch, backend, co
     ids = ids_batch(64, 512, dtype=dtype)
     ids[-1, -1] = VOCAB + 7
     before = ids.clone()
-    message = rf"^mask_tokens: input_ids holds ids outside the vocabulary \[0, {VOCAB}\), e\.g\. {VOCAB + 7}$"
+    message = (
+        rf"^mask_tokens: input_ids holds ids outside the vocabulary \[0, {VOCAB}\), e\.g\. {VOCAB + 7} "
+        r"\(check_ids=False lets them pass through\)$"
+    )
     with pytest.raises(ValueError, match=message):
         mask(ids, inplace=True, mlm_probability=0.5, **resolve(config, ids))
     assert torch.equal(ids, before)
+
+
+# Ids a tokenizer's vocabulary does not hold (transformers' collator tests feed a 5-token
+# vocabulary ids up to 999): never -100, which as a label would read "not selected".
+OUTSIDE = [VOCAB, VOCAB + 7, 2**31 - 1, -1, -5]
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("config", ["plain", "exact", "exclude", "words"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_ids_outside_the_vocabulary_pass_through(monkeypatch, dtype, config, backend):
+    """With check_ids=False an id outside [0, vocab_size) is a token like any other, as in
+    transformers' collator: kept unless selected, its own label when selected, and never
+    drawn as a random id. Its value changes nothing else: the selection is that of the
+    same batch with an ordinary id in its place. The kernel and the reference agree."""
+    monkeypatch.setenv("SSL_FAST_BACKEND", backend)
+    gen = torch.Generator().manual_seed(4)
+    base = ids_batch(17, 513, pad_from=510, dtype=dtype)
+    outside = torch.rand(base.shape, generator=gen) < 0.3
+    outside[:, 0] = outside[:, -3:] = False  # CLS and padding stay
+    values = torch.tensor(OUTSIDE, dtype=dtype)[torch.randint(len(OUTSIDE), base.shape, generator=gen)]
+    ids = torch.where(outside, values, base)
+    kw = resolve(CONFIGS[config], ids) | {"check_ids": False}
+    out, labels = mask(ids, **kw)
+    selected = labels != -100
+    assert torch.equal(out[~selected], ids[~selected])
+    assert torch.equal(labels[selected], ids[selected].long())
+    assert (selected & outside).any() and (~selected & outside).any()
+    drawn = selected & (out != ids) & (out != MASK_ID)
+    assert drawn.any() and ((out[drawn] >= 0) & (out[drawn] < VOCAB)).all()
+    assert torch.equal(selected, mask(torch.where(outside, 500, base), **kw)[1] != -100)
+    ref_out, ref_labels = mask_reference(monkeypatch, ids, **kw)
+    assert torch.equal(out, ref_out) and torch.equal(labels, ref_labels)
+    target = ids.clone()
+    assert torch.equal(mask(target, inplace=True, **kw)[1], labels) and torch.equal(target, out)
+
+
+def test_compiled_calls_let_ids_outside_the_vocabulary_pass():
+    """A graph cannot raise on the ids' values: compiled, check_ids is not applied."""
+    ids = ids_batch(8, 64)
+    ids[:, 5] = VOCAB + 3
+
+    def step(ids):
+        return ssl_fast.mask_tokens(ids, MASK_ID, VOCAB, special_token_ids=SPECIALS, seed=3)
+
+    got = torch.compile(step, fullgraph=True, backend="aot_eager")(ids)
+    expected = ssl_fast.mask_tokens(ids, MASK_ID, VOCAB, special_token_ids=SPECIALS, seed=3, check_ids=False)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
 # -- torch.library and torch.compile --------------------------------------------------------------
@@ -480,6 +531,23 @@ def test_cuda_mask_tokens_bitwise(config, shape):
     assert torch.equal(mask(inplace, inplace=True, **kw)[1].cpu(), cpu[1]) and torch.equal(
         inplace.cpu(), cpu[0]
     )
+
+
+@requires_cuda
+@pytest.mark.parametrize("config", ["plain", "exact", "words"])
+def test_cuda_ids_outside_the_vocabulary(config):
+    """Passed through with the CPU's bits (the kernel asserted on them before); checked, they
+    raise the CPU's ValueError before the kernel runs."""
+    ids = ids_batch(33, 517)
+    ids[:, 7::5] = VOCAB + 9
+    ids[::2, 4::7] = -1
+    kw = resolve(CONFIGS[config], ids) | {"check_ids": False}
+    cpu = mask(ids, **kw)
+    kw = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+    cuda = mask(ids.cuda(), **kw)
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu, cuda, strict=True))
+    with pytest.raises(ValueError, match=r"input_ids holds ids outside the vocabulary \[0, 1000\)"):
+        mask(ids.cuda(), **(kw | {"check_ids": True}))
 
 
 @requires_cuda

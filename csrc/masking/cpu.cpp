@@ -4,10 +4,10 @@
 // the element (common/philox.h), and the work is cut into fixed blocks of
 // tokens or rows, so the output does not depend on the thread count.
 //
-// mask_tokens first checks that every id is inside the vocabulary, so that an
-// error leaves the ids of an in-place call as they were. Then it reads the ids
-// (and the special-tokens mask) once more and writes the masked ids and the
-// labels. One Philox call gives the selection words of 4 tokens, computed 16 or
+// mask_tokens reads the ids (and the special-tokens mask) once and writes the
+// masked ids and the labels; ids outside the vocabulary pass through like any
+// other (the Python layer checks them on request, before any write). One
+// Philox call gives the selection words of 4 tokens, computed 16 or
 // 32 at a time in SIMD lanes (philox_lanes.h). A token selected by its own
 // selection word also takes from that word the choice between mask token,
 // random id and keeping the token, in branch-free loops that GCC vectorises;
@@ -19,7 +19,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -66,18 +65,8 @@ struct Below {
   SSL_FAST_INLINE bool operator()(uint32_t u) const { return any & (u <= max); }
 };
 
-// Whether every id is inside the vocabulary. Checked before anything is written,
-// so that an error leaves the ids of an in-place call as they were.
-template <typename id_t>
-SSL_FAST_CLONES bool in_vocabulary(const id_t* ids, int64_t n, int64_t vocab_size) {
-  uint64_t outside = 0;  // an integer reduction, which GCC vectorises
-  for (int64_t i = 0; i < n; ++i) outside |= static_cast<uint64_t>(int64_t(ids[i])) >= uint64_t(vocab_size);
-  return !outside;
-}
-
-// The operands of one call, typed, ids inside the vocabulary. The parameters are a
-// copy, so that the stores to the outputs cannot alias them and the hot loop keeps
-// them in registers.
+// The operands of one call, typed. The parameters are a copy, so that the stores to
+// the outputs cannot alias them and the hot loop keeps them in registers.
 template <typename id_t>
 struct TokenPass {
   const MaskTokensCall& c;
@@ -93,9 +82,9 @@ struct TokenPass {
   }
 
   void write(int64_t i, bool selected) const {
-    const int64_t id = ids[i];
-    out[i] = static_cast<id_t>(selected ? p.replace_selected(static_cast<uint64_t>(i), id) : id);
-    labels[i] = selected ? id : -100;
+    const auto t = p.token(static_cast<uint64_t>(i), ids[i], selected, false, 0);
+    out[i] = static_cast<id_t>(t.id);
+    labels[i] = t.label;
   }
 
   // Bernoulli selection per token (or per word), tokens [begin, end), in chunks of
@@ -194,15 +183,6 @@ struct TokenPass {
 
   void run() const {
     const int64_t n = c.rows * c.length;
-    std::atomic<bool> inside{true};
-    at::parallel_for(0, n, kTaskWork, [&](int64_t i0, int64_t i1) {
-      if (!in_vocabulary(ids + i0, i1 - i0, p.vocab_size)) inside = false;
-    });
-    if (!inside.load()) {
-      const id_t* bad = std::find_if(ids, ids + n, [&](int64_t id) { return id < 0 || id >= p.vocab_size; });
-      TORCH_CHECK_VALUE(false, "mask_tokens: input_ids holds ids outside the vocabulary [0, ", p.vocab_size,
-                        "), e.g. ", *bad);
-    }
     if (c.exact) {
       at::parallel_for(0, c.rows, row_grain(c.length), [&](int64_t r0, int64_t r1) {
         std::vector<uint64_t> keys;

@@ -10,9 +10,7 @@
 // int64 token (+1 with a mask). exact_count runs one block per row: it finds
 // the k-th smallest rank key of the row by a binary search on the key (64
 // block-wide counts over the row, which stays in L1/L2), then writes the row.
-// An id outside the vocabulary stops the kernel with a device-side assertion,
-// as an out-of-range index does in torch's own kernels (raising an error on
-// the host would need a synchronisation).
+// Ids outside the vocabulary pass through (MaskTokensParams::token).
 //
 // random_masking runs one block per sample: the noise words of the row go to
 // shared memory and each position counts the positions before it in (word,
@@ -59,12 +57,9 @@ struct Tokens {
 
   // Writes token i; own_word: it was selected by its selection word u, which then decides too.
   __device__ void write(int64_t i, int64_t id, bool selected, bool own_word, uint32_t u) const {
-    CUDA_KERNEL_ASSERT_MSG(0 <= id && id < p.vocab_size, "ssl_fast::mask_tokens: an id is outside the vocabulary");
-    const auto index = static_cast<uint64_t>(i);
-    int64_t replaced = id;
-    if (selected) replaced = own_word ? p.replace_selected_by(index, id, u) : p.replace_selected(index, id);
-    out[i] = static_cast<id_t>(replaced);
-    labels[i] = selected ? id : -100;
+    const auto t = p.token(static_cast<uint64_t>(i), id, selected, own_word, u);
+    out[i] = static_cast<id_t>(t.id);
+    labels[i] = t.label;
   }
 };
 

@@ -52,6 +52,18 @@ struct MaskTokensParams {
     if (r.w[0] < mask) return mask_token_id;
     return r.w[0] < random ? random_id(r) : id;
   }
+
+  // The output id and the label of the token at flat index i. Any id is valid, inside
+  // the vocabulary or not (as in transformers' collator): it stays when not selected,
+  // is the label when selected, and nothing is looked up by it. own_word: the token was
+  // selected by its own selection word u, which then decides too.
+  struct Token {
+    int64_t id, label;
+  };
+  SSL_FAST_HD Token token(uint64_t i, int64_t id, bool selected, bool own_word, uint32_t u) const {
+    if (!selected) return {id, -100};
+    return {own_word ? replace_selected_by(i, id, u) : replace_selected(i, id), id};
+  }
 };
 
 // Selected tokens per row with exact_count: round(p * m) of the m non-special

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .. import _checks, _ext, reference
+from .. import _checks, _ext, distributed, reference
 from .reduction import reduce_rows, row_dot
 
 OPS = ("contrastive_lse", "contrastive_lse_backward")
@@ -166,23 +166,44 @@ def nt_xent(
     _check_reduction(name, reduction)
     scale = _scale(name, temperature)
     temperature = float(temperature)
+    if gather_distributed:
+        distributed.check_available(name)
     dtype = torch.promote_types(z0.dtype, z1.dtype)
     z0, z1 = z0.to(dtype), z1.to(dtype)
     n = len(z0)
-    if gather_distributed:
-        from .. import distributed
+    # The rounding of a row's log-sum-exp depends on where the other rows sit, so swapping
+    # the views would change the last bits: the kernel takes them in an order fixed by
+    # their bits instead, and nt_xent(z1, z0) is nt_xent(z0, z1) to the bit.
+    order = torch.arange(2, device=z0.device) ^ _bits_after(z0, z1).long()  # [0, 1] or [1, 0]
+    z = torch.stack([z0, z1]).index_select(0, order).flatten(0, 1)
+    if gather_distributed and distributed.world_size(group) > 1:
+        rows = _nt_xent_gathered(z[:n], z[n:], temperature, group)
+    else:
+        zn, _, lse, _ = contrastive_lse(z, None, scale)
+        if n == 1:
+            # Each row's only other row is its positive: its log-sum-exp is the positive
+            # logit, and the loss is 0 exactly (a logit recomputed here would round apart).
+            rows = lse - lse
+        else:
+            pos = row_dot(zn[:n], zn[n:]) / temperature
+            rows = lse - torch.cat([pos, pos])
+    if reduction == "none":
+        rows = rows.view(2, n).index_select(0, order).flatten()  # z0's rows first
+    return reduce_rows(rows, reduction, dtype)
 
-        if distributed.world_size(group) > 1:
-            return _nt_xent_gathered(z0, z1, temperature, reduction, group)
-    zn, _, lse, _ = contrastive_lse(torch.cat([z0, z1]), None, scale)
-    pos = row_dot(zn[:n], zn[n:]) / temperature
-    return reduce_rows(lse - torch.cat([pos, pos]), reduction, dtype)
+
+def _bits_after(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Whether a's bits come after b's, read as integers element by element (lexicographic
+    order; a 0-dim bool tensor, False when equal): an order of the two that does not
+    depend on which is given first, computed without leaving the device."""
+    bits = getattr(torch, f"int{8 * a.element_size()}")
+    a, b = a.reshape(-1).view(bits), b.reshape(-1).view(bits)
+    first = (a != b).byte().argmax().view(1)  # the first element where they differ, 0 if none
+    return (a.index_select(0, first) > b.index_select(0, first)).view(())
 
 
-def _nt_xent_gathered(z0, z1, temperature, reduction, group) -> torch.Tensor:
-    """This rank's 2n rows against the 2N = 2 n world rows of every rank."""
-    from .. import distributed
-
+def _nt_xent_gathered(z0, z1, temperature, group) -> torch.Tensor:
+    """The losses of this rank's 2n rows against the 2N = 2 n world rows of every rank."""
     n = len(z0)
     world_n = n * distributed.world_size(group)
     keys = torch.cat([distributed.gather(z0, group), distributed.gather(z1, group)])
@@ -190,7 +211,7 @@ def _nt_xent_gathered(z0, z1, temperature, reduction, group) -> torch.Tensor:
     exclude = torch.cat([own, own + world_n])  # each row's own copy among the keys
     positive = torch.cat([own + world_n, own])
     qn, kn, lse, _ = contrastive_lse(torch.cat([z0, z1]), keys, _scale("nt_xent", temperature), exclude)
-    return reduce_rows(lse - row_dot(qn, kn[positive]) / temperature, reduction, z0.dtype)
+    return lse - row_dot(qn, kn[positive]) / temperature
 
 
 # ----------------------------------------------------------------- InfoNCE
@@ -231,6 +252,8 @@ def info_nce(
             f"(shapes {tuple(query.shape)} and {tuple(key.shape)})"
         )
     _check_reduction(name, reduction)
+    if gather_distributed:
+        distributed.check_available(name)
     labels = _check_labels(name, labels, len(query), len(key), query.device)
     if gather_distributed and (labels is not None or len(query) != len(key)):
         raise ValueError(
@@ -248,14 +271,11 @@ def info_nce(
         scale = logit_scale.reshape(()).exp()
     dtype = torch.promote_types(query.dtype, key.dtype)
     query, key = query.to(dtype), key.to(dtype)
-    if gather_distributed:
-        from .. import distributed
-
-        if distributed.world_size(group) > 1:
-            rows = _info_nce_gathered(query, key, scale, group)
-            if symmetric:
-                rows = (rows + _info_nce_gathered(key, query, scale, group)) / 2
-            return reduce_rows(rows, reduction, dtype)
+    if gather_distributed and distributed.world_size(group) > 1:
+        rows = _info_nce_gathered(query, key, scale, group)
+        if symmetric:
+            rows = (rows + _info_nce_gathered(key, query, scale, group)) / 2
+        return reduce_rows(rows, reduction, dtype)
     qn, kn, row, col = contrastive_lse(query, key, scale, None, symmetric)
     pos = row_dot(qn, kn[: len(qn)] if labels is None else kn[labels]) * scale
     rows = row - pos
@@ -266,8 +286,6 @@ def info_nce(
 
 def _info_nce_gathered(query, key, scale, group) -> torch.Tensor:
     """The row losses of this rank's queries against the keys of every rank."""
-    from .. import distributed
-
     own = torch.arange(len(query), device=query.device) + len(query) * distributed.rank(group)
     qn, kn, row, _ = contrastive_lse(query, distributed.gather(key, group), scale, None, False)
     return row - row_dot(qn, kn[own]) * scale

@@ -64,6 +64,19 @@ def _special_ids(ids: Iterable[int] | torch.Tensor | None, vocab_size: int, devi
     return torch.tensor(inside, dtype=torch.int64, device=device)
 
 
+def _check_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """ValueError unless every id lies in [0, vocab_size); before any write, so that an
+    in-place call leaves the ids as they were. One pass (and, on CUDA, a synchronisation)."""
+    low, high = (int(v) for v in torch.aminmax(input_ids))
+    if low < 0 or high >= vocab_size:
+        ids = input_ids.reshape(-1)
+        bad = ids[(ids < 0) | (ids >= vocab_size)][0].item()
+        raise ValueError(
+            f"mask_tokens: input_ids holds ids outside the vocabulary [0, {vocab_size}), e.g. {bad} "
+            "(check_ids=False lets them pass through)"
+        )
+
+
 def _mask_tokens(
     input_ids: torch.Tensor,
     mask_token_id: int,
@@ -77,6 +90,7 @@ def _mask_tokens(
     exclude_special_from_random: bool,
     inplace: bool,
     word_ids: torch.Tensor | None,
+    check_ids: bool,
     seed: int,
     offset: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +128,8 @@ def _mask_tokens(
             raise ValueError(f"{name}: exclude_special_from_random needs special_token_ids")
         if specials.numel() >= vocab_size:
             raise ValueError(f"{name}: every id of the vocabulary is special; no random id can be drawn")
+    if check_ids and not torch.compiler.is_compiling():  # a graph cannot raise on the ids' values
+        _check_ids(input_ids, vocab_size)
     args = (
         special_mask,
         specials,
@@ -152,11 +168,15 @@ def mask_tokens(
     exclude_special_from_random: bool = False,
     inplace: bool = False,
     word_ids: torch.Tensor | None = None,
+    check_ids: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT-style masking for masked language modelling, in one fused pass.
 
     input_ids: int64 or int32 token ids of shape [..., L] (rows of length L), each in
-    [0, vocab_size). Each token that is not special is selected with probability
+    [0, vocab_size). An id outside raises ValueError before anything is written (on CUDA
+    the check synchronises), unless check_ids=False or inside torch.compile: then it passes
+    through as in transformers' collator (kept when not selected, the label when selected,
+    never a random replacement). Each token that is not special is selected with probability
     mlm_probability (or, with exact_count=True, exactly round(p * m) of the m non-special
     tokens of each row). Special tokens are those in special_token_ids, those where
     special_tokens_mask (same shape, bool or 0/1) is set, and those with word id -1; put
@@ -185,6 +205,7 @@ def mask_tokens(
         exclude_special_from_random,
         inplace,
         word_ids,
+        check_ids,
         seed,
         0,
     )
