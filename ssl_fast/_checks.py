@@ -73,3 +73,19 @@ def integer(
 def probability(func: str, arg: str, value: object) -> float:
     """value as a float in [0, 1]."""
     return real(func, arg, value, "in [0, 1]", lambda p: 0 <= p <= 1)
+
+
+def seed(func: str, value: int | None, generator: torch.Generator | None) -> int:
+    """The 64-bit Philox key of a call as a signed int64: the seed given (any integer,
+    taken modulo 2^64), else one drawn from `generator` or torch's global generator."""
+    if value is not None and generator is not None:
+        raise ValueError(f"{func}: give seed or generator, not both")
+    if value is None:
+        gen = generator if generator is not None else torch.default_generator
+        return int(
+            torch.randint(
+                -(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, generator=gen, device=gen.device
+            ).item()
+        )
+    key = integer(func, "seed", value) % (1 << 64)
+    return key - (1 << 64) if key >= 1 << 63 else key

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from . import _checks
-from .ops.masking import _mask_tokens, _seed
+from .ops.masking import mask_tokens
 
 # Padding values of the keys a tokenizer returns; other per-token keys are padded with 0.
 _PAD_VALUES = {"attention_mask": 0, "special_tokens_mask": 1, "token_type_ids": 0}
@@ -222,10 +222,10 @@ class MLMCollator:
         """(seed, offset) of the next batch."""
         offset, self._batches = self._batches, self._batches + 1
         if self.seed is None:
-            return _seed("MLMCollator", None, None), 0
+            return _checks.seed("MLMCollator", None, None), 0
         info = torch.utils.data.get_worker_info()
         worker = 0 if info is None else info.id
-        return _seed("MLMCollator", self.seed + worker * _WORKER_STEP, None), offset
+        return _checks.seed("MLMCollator", self.seed + worker * _WORKER_STEP, None), offset
 
     def __call__(self, examples: Sequence[Any], return_tensors: str | None = None) -> dict[str, Any]:
         return_tensors = self.return_tensors if return_tensors is None else _return_tensors(return_tensors)
@@ -269,21 +269,19 @@ class MLMCollator:
                 else special_tokens_mask.bool()
             )
             word_ids = _word_ids(offsets, special)
-        _, labels = _mask_tokens(
+        _, labels = mask_tokens(
             ids,
             self.tokenizer.mask_token_id,
             len(self.tokenizer),
             self.mlm_probability,
             self.mask_replace_prob,
             self.random_replace_prob,
-            special_ids,
-            special_tokens_mask,
-            False,
-            False,
-            True,
-            word_ids,
-            False,  # ids outside the vocabulary pass through, as in transformers
-            seed,
-            offset,
+            special_token_ids=special_ids,
+            special_tokens_mask=special_tokens_mask,
+            seed=seed,
+            inplace=True,
+            word_ids=word_ids,
+            check_ids=False,  # ids outside the vocabulary pass through, as in transformers
+            offset=offset,
         )
         return labels

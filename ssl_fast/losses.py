@@ -9,8 +9,7 @@ from torch import nn
 
 from . import _checks
 from .distributed import check_available, gather
-from .ops.contrastive import _scale as _scale_of
-from .ops.contrastive import contrastive_lse, info_nce, nt_xent
+from .ops.contrastive import contrastive_lse, info_nce, nt_xent, temperature_scale
 from .ops.reduction import reduce_rows, row_dot
 from .ops.regression_loss import mse_loss, smooth_l1_loss
 
@@ -60,7 +59,7 @@ class NTXentLoss(nn.Module):
         group=None,
     ):
         super().__init__()
-        _scale_of("NTXentLoss", temperature)
+        temperature_scale("NTXentLoss", temperature)
         if gather_distributed:
             check_available("NTXentLoss")
         self.temperature = float(temperature)
@@ -107,7 +106,7 @@ class NTXentLoss(nn.Module):
             )
         out1 = nn.functional.normalize(out1, dim=1)
         negatives = self.bank.to(device=out0.device, dtype=out0.dtype, copy=True)
-        qn, _, lse, _ = contrastive_lse(out0, negatives, _scale_of("NTXentLoss", self.temperature))
+        qn, _, lse, _ = contrastive_lse(out0, negatives, temperature_scale("NTXentLoss", self.temperature))
         pos = row_dot(qn, out1.to(qn.dtype)) / self.temperature
         # log(exp(pos) + exp(lse)) - pos as softplus(lse - pos): the difference of the two
         # logits is exact, and the sum is not rounded at the logits' magnitude (1 / temperature).
@@ -149,7 +148,7 @@ class InfoNCELoss(nn.Module):
         group=None,
     ):
         super().__init__()
-        _scale_of("InfoNCELoss", temperature)
+        temperature_scale("InfoNCELoss", temperature)
         if gather_distributed:
             check_available("InfoNCELoss")
         self.temperature = float(temperature)

@@ -167,6 +167,16 @@ def test_seeds():
     assert torch.equal(mask(ids, seed=None, generator=gen.manual_seed(5))[0], a)
 
 
+def test_offsets_draw_distinct_bits_from_one_seed():
+    ids = ids_batch(16, 512)
+    assert torch.equal(mask(ids, seed=7, offset=0)[0], mask(ids, seed=7)[0])
+    assert torch.equal(mask(ids, seed=7, offset=3)[0], mask(ids, seed=7, offset=3)[0])
+    assert not torch.equal(mask(ids, seed=7, offset=1)[0], mask(ids, seed=7)[0])
+    for bad in (-1, 1 << 32):
+        with pytest.raises(ValueError, match=r"mask_tokens: offset must be in \[0, 2\^32\)"):
+            mask(ids, seed=7, offset=bad)
+
+
 # -- statistics -----------------------------------------------------------------------------------
 
 

@@ -121,7 +121,7 @@ def _check_reduction(name: str, reduction: str) -> None:
         raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def _scale(name: str, temperature: float) -> torch.Tensor:
+def temperature_scale(name: str, temperature: float) -> torch.Tensor:
     """1 / temperature as a 0-dim float64 CPU tensor (the op reads it once)."""
     if isinstance(temperature, torch.Tensor):
         raise TypeError(
@@ -164,7 +164,7 @@ def nt_xent(
             f"{name}: z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}"
         )
     _check_reduction(name, reduction)
-    scale = _scale(name, temperature)
+    scale = temperature_scale(name, temperature)
     temperature = float(temperature)
     if gather_distributed:
         distributed.check_available(name)
@@ -210,7 +210,8 @@ def _nt_xent_gathered(z0, z1, temperature, group) -> torch.Tensor:
     own = torch.arange(n, device=z0.device) + n * distributed.rank(group)
     exclude = torch.cat([own, own + world_n])  # each row's own copy among the keys
     positive = torch.cat([own + world_n, own])
-    qn, kn, lse, _ = contrastive_lse(torch.cat([z0, z1]), keys, _scale("nt_xent", temperature), exclude)
+    scale = temperature_scale("nt_xent", temperature)
+    qn, kn, lse, _ = contrastive_lse(torch.cat([z0, z1]), keys, scale, exclude)
     return lse - row_dot(qn, kn[positive]) / temperature
 
 
@@ -262,7 +263,7 @@ def info_nce(
             + (", labels)" if labels is not None else ")")
         )
     if logit_scale is None:
-        scale = _scale(name, temperature)
+        scale = temperature_scale(name, temperature)
     else:
         if not isinstance(logit_scale, torch.Tensor) or logit_scale.numel() != 1:
             raise TypeError(f"{name}: logit_scale must be a one-element tensor, got {logit_scale!r}")

@@ -19,21 +19,6 @@ OPS = ("mask_tokens", "mask_tokens_", "random_masking")
 _ONE = 1 << 32  # probabilities become thresholds on 32-bit random words
 
 
-def _seed(name: str, seed: int | None, generator: torch.Generator | None) -> int:
-    """The 64-bit Philox key of a call, as a signed int64."""
-    if seed is not None and generator is not None:
-        raise ValueError(f"{name}: give seed or generator, not both")
-    if seed is None:
-        gen = generator if generator is not None else torch.default_generator
-        return int(
-            torch.randint(
-                -(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, generator=gen, device=gen.device
-            ).item()
-        )
-    seed = _checks.integer(name, "seed", seed) % (1 << 64)
-    return seed - (1 << 64) if seed >= 1 << 63 else seed
-
-
 def _threshold(p: float) -> int:
     """floor(p * 2^32): a 32-bit word u is below it with probability p (to within 2^-32)."""
     return min(int(p * _ONE), _ONE)
@@ -77,24 +62,49 @@ def _check_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
         )
 
 
-def _mask_tokens(
+def mask_tokens(
     input_ids: torch.Tensor,
     mask_token_id: int,
     vocab_size: int,
-    mlm_probability: float,
-    mask_replace_prob: float,
-    random_replace_prob: float,
-    special_token_ids: Iterable[int] | torch.Tensor | None,
-    special_tokens_mask: torch.Tensor | None,
-    exact_count: bool,
-    exclude_special_from_random: bool,
-    inplace: bool,
-    word_ids: torch.Tensor | None,
-    check_ids: bool,
-    seed: int,
-    offset: int,
+    mlm_probability: float = 0.15,
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+    special_token_ids: Iterable[int] | torch.Tensor | None = None,
+    special_tokens_mask: torch.Tensor | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    exact_count: bool = False,
+    exclude_special_from_random: bool = False,
+    inplace: bool = False,
+    word_ids: torch.Tensor | None = None,
+    check_ids: bool = True,
+    offset: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """mask_tokens with an explicit Philox key and offset (MLMCollator steps the offset)."""
+    """BERT-style masking for masked language modelling, in one fused pass.
+
+    input_ids: int64 or int32 token ids of shape [..., L] (rows of length L), each in
+    [0, vocab_size). An id outside raises ValueError before anything is written (on CUDA
+    the check synchronises), unless check_ids=False or inside torch.compile: then it passes
+    through as in transformers' collator (kept when not selected, the label when selected,
+    never a random replacement). Each token that is not special is selected with probability
+    mlm_probability (or, with exact_count=True, exactly round(p * m) of the m non-special
+    tokens of each row). Special tokens are those in special_token_ids, those where
+    special_tokens_mask (same shape, bool or 0/1) is set, and those with word id -1; put
+    the padding id among them. Of the selected tokens, mask_replace_prob become
+    mask_token_id, random_replace_prob a random id uniform over [0, vocab_size) (without
+    the special ids if exclude_special_from_random), and the rest stay.
+    word_ids: optional [..., L] int64 word index per token (-1 for specials): the tokens
+    of one word are selected together (whole-word masking).
+
+    Returns (masked_ids, labels): masked_ids in the dtype of input_ids (input_ids itself,
+    written in place, with inplace=True); labels int64, the original id where selected
+    and -100 elsewhere. The output is a function of the seed alone (CPU and CUDA agree
+    bit for bit); without one, a seed is drawn from `generator` or torch's global one.
+    offset: in [0, 2^32), where in the seed's Philox stream the call draws: calls with one
+    seed and distinct offsets draw distinct bits (MLMCollator steps it once per batch).
+    """
+    seed = _checks.seed("mask_tokens", seed, generator)
+    offset = _checks.integer("mask_tokens", "offset", offset, "in [0, 2^32)", lambda o: 0 <= o < 1 << 32)
     name = "mask_tokens"
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"{name}: input_ids must be a Tensor, got {type(input_ids).__name__}")
@@ -153,64 +163,6 @@ def _mask_tokens(
     return torch.ops.ssl_fast.mask_tokens(input_ids, *args)
 
 
-def mask_tokens(
-    input_ids: torch.Tensor,
-    mask_token_id: int,
-    vocab_size: int,
-    mlm_probability: float = 0.15,
-    mask_replace_prob: float = 0.8,
-    random_replace_prob: float = 0.1,
-    special_token_ids: Iterable[int] | torch.Tensor | None = None,
-    special_tokens_mask: torch.Tensor | None = None,
-    seed: int | None = None,
-    generator: torch.Generator | None = None,
-    exact_count: bool = False,
-    exclude_special_from_random: bool = False,
-    inplace: bool = False,
-    word_ids: torch.Tensor | None = None,
-    check_ids: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT-style masking for masked language modelling, in one fused pass.
-
-    input_ids: int64 or int32 token ids of shape [..., L] (rows of length L), each in
-    [0, vocab_size). An id outside raises ValueError before anything is written (on CUDA
-    the check synchronises), unless check_ids=False or inside torch.compile: then it passes
-    through as in transformers' collator (kept when not selected, the label when selected,
-    never a random replacement). Each token that is not special is selected with probability
-    mlm_probability (or, with exact_count=True, exactly round(p * m) of the m non-special
-    tokens of each row). Special tokens are those in special_token_ids, those where
-    special_tokens_mask (same shape, bool or 0/1) is set, and those with word id -1; put
-    the padding id among them. Of the selected tokens, mask_replace_prob become
-    mask_token_id, random_replace_prob a random id uniform over [0, vocab_size) (without
-    the special ids if exclude_special_from_random), and the rest stay.
-    word_ids: optional [..., L] int64 word index per token (-1 for specials): the tokens
-    of one word are selected together (whole-word masking).
-
-    Returns (masked_ids, labels): masked_ids in the dtype of input_ids (input_ids itself,
-    written in place, with inplace=True); labels int64, the original id where selected
-    and -100 elsewhere. The output is a function of the seed alone (CPU and CUDA agree
-    bit for bit); without one, a seed is drawn from `generator` or torch's global one.
-    """
-    seed = _seed("mask_tokens", seed, generator)
-    return _mask_tokens(
-        input_ids,
-        mask_token_id,
-        vocab_size,
-        mlm_probability,
-        mask_replace_prob,
-        random_replace_prob,
-        special_token_ids,
-        special_tokens_mask,
-        exact_count,
-        exclude_special_from_random,
-        inplace,
-        word_ids,
-        check_ids,
-        seed,
-        0,
-    )
-
-
 def random_masking(
     x: torch.Tensor, mask_ratio: float, seed: int | None = None, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -227,7 +179,7 @@ def random_masking(
             f"random_masking: x must be a tensor of shape [N, L, D], got {getattr(x, 'shape', x)!r}"
         )
     mask_ratio = _checks.probability("random_masking", "mask_ratio", mask_ratio)
-    seed = _seed("random_masking", seed, generator)
+    seed = _checks.seed("random_masking", seed, generator)
     len_keep = int(x.shape[1] * (1 - mask_ratio))
     if not _ext.use_kernel("random_masking", x):
         return reference.random_masking(x, len_keep, seed, 0)
