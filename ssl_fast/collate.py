@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from . import _checks
-from .ops.masking import mask_tokens
+from .ops.masking import mask_tokens, mlm_probabilities
 
 # Padding values of the keys a tokenizer returns; other per-token keys are padded with 0.
 _PAD_VALUES = {"attention_mask": 0, "special_tokens_mask": 1, "token_type_ids": 0}
@@ -135,14 +135,9 @@ class MLMCollator:
                 "MLMCollator: whole_word_mask masks words for mlm=True; it does not combine with mlm=False"
             )
         name = "MLMCollator"
-        mlm_probability = _checks.probability(name, "mlm_probability", mlm_probability)
-        mask_replace_prob = _checks.probability(name, "mask_replace_prob", mask_replace_prob)
-        random_replace_prob = _checks.probability(name, "random_replace_prob", random_replace_prob)
-        if mask_replace_prob + random_replace_prob > 1:
-            raise ValueError(
-                f"MLMCollator: mask_replace_prob + random_replace_prob must be at most 1, got "
-                f"{mask_replace_prob} + {random_replace_prob}"
-            )
+        mlm_probability, mask_replace_prob, random_replace_prob = mlm_probabilities(
+            name, mlm_probability, mask_replace_prob, random_replace_prob
+        )
         if whole_word_mask and mask_replace_prob < 1:
             warnings.warn(
                 f"MLMCollator: with whole_word_mask every selected token becomes the mask token, as in "

@@ -19,6 +19,22 @@ OPS = ("mask_tokens", "mask_tokens_", "random_masking")
 _ONE = 1 << 32  # probabilities become thresholds on 32-bit random words
 
 
+def mlm_probabilities(
+    name: str, mlm_probability: float, mask_replace_prob: float, random_replace_prob: float
+) -> tuple[float, float, float]:
+    """The three probabilities of BERT-style masking, checked: each in [0, 1], and the mask
+    and random shares of the selected tokens at most 1 together."""
+    p = _checks.probability(name, "mlm_probability", mlm_probability)
+    p_mask = _checks.probability(name, "mask_replace_prob", mask_replace_prob)
+    p_random = _checks.probability(name, "random_replace_prob", random_replace_prob)
+    if p_mask + p_random > 1:
+        raise ValueError(
+            f"{name}: mask_replace_prob + random_replace_prob must be at most 1, got "
+            f"{p_mask} + {p_random} = {p_mask + p_random}"
+        )
+    return p, p_mask, p_random
+
+
 def _threshold(p: float) -> int:
     """floor(p * 2^32): a 32-bit word u is below it with probability p (to within 2^-32)."""
     return min(int(p * _ONE), _ONE)
@@ -114,14 +130,7 @@ def mask_tokens(
         )
     if input_ids.dim() == 0 or input_ids.numel() == 0:
         raise ValueError(f"{name}: empty batch: input_ids has shape {tuple(input_ids.shape)}")
-    p = _checks.probability(name, "mlm_probability", mlm_probability)
-    p_mask = _checks.probability(name, "mask_replace_prob", mask_replace_prob)
-    p_random = _checks.probability(name, "random_replace_prob", random_replace_prob)
-    if p_mask + p_random > 1:
-        raise ValueError(
-            f"{name}: mask_replace_prob + random_replace_prob must be at most 1, got "
-            f"{p_mask} + {p_random} = {p_mask + p_random}"
-        )
+    p, p_mask, p_random = mlm_probabilities(name, mlm_probability, mask_replace_prob, random_replace_prob)
     vocab_size = _checks.integer(name, "vocab_size", vocab_size, "in [1, 2^31)", lambda v: 0 < v < 1 << 31)
     mask_token_id = _checks.integer(name, "mask_token_id", mask_token_id)
     if not 0 <= mask_token_id < vocab_size:
