@@ -84,6 +84,7 @@ def _draw(axes, family: str, lines: dict[Line, Points], mode: str, colors: dict[
     for ax, metric, name in zip(axes, (TIME, MEMORY), ("median time (ms)", "peak extra memory (MiB)"),
                                 strict=True):
         ticks: dict[int, dict[str, None]] = {}
+        noted = False
         for line, points in lines.items():
             shapes = _measured(points, metric)
             if not shapes:
@@ -97,8 +98,10 @@ def _draw(axes, family: str, lines: dict[Line, Points], mode: str, colors: dict[
                 ticks.setdefault(_elements(s), {})[s] = None
             note = _oom_note(points, shapes)
             if note is not None:
-                ax.annotate(note, xy=(x[-1], y[-1]), xytext=(-8, 10), textcoords="offset points",
-                            ha="right", fontsize=7, color=colors[provider])
+                # Above and left of the point, the end of a rising line, clear of the line.
+                ax.annotate(note, xy=(x[-1], y[-1]), xytext=(-4, 6), textcoords="offset points",
+                            ha="right", va="bottom", fontsize=7, color=colors[provider])
+                noted = True
         if not ticks:
             ax.text(0.5, 0.5, f"{name.split(' (')[0]}: not measured", ha="center", va="center",
                     transform=ax.transAxes)
@@ -106,6 +109,9 @@ def _draw(axes, family: str, lines: dict[Line, Points], mode: str, colors: dict[
             continue
         ax.set_xscale("log")
         ax.set_yscale("log")
+        if noted:  # room for the notes above the highest points
+            bottom, top = ax.get_ylim()
+            ax.set_ylim(bottom, top * 6)
         ax.set_xticks(list(ticks), ["/".join(shapes) for shapes in ticks.values()], rotation=30, fontsize=7)
         ax.minorticks_off()
         ax.set_xlabel("size (case shape)")
