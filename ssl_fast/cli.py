@@ -137,7 +137,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"ssl_fast: error: the benchmarks failed (pytest exit status {status})", file=sys.stderr)
         return 1
     if not table.is_file():  # pytest passed, with every case skipped
-        print("ssl_fast: no benchmark row was recorded: every case was skipped (reasons above)")
+        print("ssl_fast: no case was measured: every case was skipped (reasons above)")
         return 0
     print(table.read_text(), end="")
     plot = f"; plot in {args.plot.resolve()}" if args.plot is not None else ""
