@@ -13,8 +13,9 @@ PY := $(VENV)/bin/python
 DEPS := numpy ninja pybind11 setuptools wheel scikit-learn tokenizers tqdm pillow
 # What the tests, benchmarks and lint add: transformers (pure Python, ~40 s to install) lets
 # them compare the masking with DataCollatorForLanguageModeling (those comparisons skip
-# without it); tensorboard is where the trainer's event files are checked.
-TEST_DEPS := pytest pytest-benchmark ruff transformers tensorboard
+# without it); tensorboard is where the trainer's event files are checked; matplotlib draws
+# `bench --plot` and the curves.png of every `train` run.
+TEST_DEPS := pytest pytest-benchmark ruff transformers tensorboard matplotlib
 
 # `make cuda-check` compiles every CUDA source against a CUDA build of torch (no GPU needed).
 CUDA_VENV ?= .venv-cuda
@@ -22,7 +23,8 @@ CUDA_TORCH_SPEC ?= torch==2.14.1
 CUDA_PY := $(abspath $(CUDA_VENV))/bin/python
 CUDA_BUILD := build/cuda-check
 
-.PHONY: all venv test-venv build test test-slow bench demo demo-all lint cuda-check cxx17-check clean
+.PHONY: all venv test-venv build test test-slow bench demo demo-all lint wheel wheel-check cuda-check \
+	cxx17-check clean
 
 all: test
 
@@ -54,8 +56,8 @@ test: build test-venv
 test-slow: build test-venv
 	$(PY) -m pytest tests -q -m slow
 
-# One session for every op: one table (benchmarks/out/table.md), rows appended to
-# benchmarks/out/results.csv. Options: `$(PY) -m ssl_fast bench --help`.
+# One session for every op: one table (bench-out/table.md), rows appended to
+# bench-out/results.csv. Options: `$(PY) -m ssl_fast bench --help`.
 bench: build test-venv
 	$(PY) -m ssl_fast bench smooth_l1 mse nt_xent mask_tokens random_masking
 
@@ -72,6 +74,21 @@ demo-all: build
 
 lint: test-venv
 	$(PY) -m ruff check ssl_fast tests benchmarks setup.py
+
+# The sdist, then the wheel built from it (so the sdist is known to build), in dist/, against
+# the venv's torch. The package's version is ssl_fast.__version__.
+$(VENV)/.wheel-ready: $(VENV)/.ready
+	$(PY) -m pip install -q build
+	touch $@
+
+wheel: $(VENV)/.wheel-ready
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist .
+
+# The wheel installed into a fresh venv outside the checkout (CPU torch, its extras), then
+# info, a 2-step train and a small bench with --plot, run from /tmp.
+wheel-check: wheel
+	PYTHON=$(PYTHON) .ci/wheel_check.sh dist '$(TORCH_SPEC)'
 
 $(CUDA_VENV)/.ready:
 	$(PYTHON) -m venv $(CUDA_VENV)
@@ -91,4 +108,4 @@ cxx17-check: $(CUDA_VENV)/.ready
 	.ci/cxx17_check.sh $(CUDA_PY)
 
 clean:
-	rm -rf build ssl_fast/*.so .pytest_cache
+	rm -rf build dist ssl_fast/*.so .pytest_cache

@@ -1,6 +1,6 @@
-"""ssl_fast benchmarks: one harness (harness.py), one bench_<op>.py per op family.
+"""ssl_fast benchmarks as pytest-benchmark files: each runs the cases of one family module of
+ssl_fast.bench (`pytest benchmarks/ --benchmark-only`, options in ssl_fast.bench.plugin).
 
 A package so that pytest imports the files as benchmarks.* with the repository root on
-sys.path (the in-place build of ssl_fast is found there), and so that the fresh
-processes that measure peak memory can import benchmarks.harness by name.
+sys.path, where the in-place build of ssl_fast is found.
 """

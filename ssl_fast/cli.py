@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
+import site
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, NoReturn
 
+from .bench import OPS as BENCH_OPS
+
 if TYPE_CHECKING:
     from .train import TrainConfig
-    from .train.tasks import Task, TaskOptions
-
-# `bench` op name -> (benchmark file in benchmarks/, pytest -k expression selecting its cases).
-BENCH_OPS = {
-    "smooth_l1": ("bench_regression_loss.py", "smooth_l1"),
-    "mse": ("bench_regression_loss.py", "mse"),
-    "nt_xent": ("bench_contrastive.py", "nt_xent"),
-    "mask_tokens": ("bench_masking.py", "mask_tokens"),  # both variants (with and without a special mask)
-    "random_masking": ("bench_masking.py", "random_masking"),
-    "simclr_batch": ("bench_batch.py", "simclr_batch"),  # largest batch in a memory budget, chunked or not
-}
+    from .train.tasks import Table, Task, TaskOptions
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -35,6 +29,7 @@ def _info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     ext = info["extension"]
+    print(f"ssl_fast         {info['version']}")
     print(f"torch            {info['torch']} (CUDA {info['torch_cuda'] or 'none'}, "
           f"GPU {'available' if info['cuda_available'] else 'not available'})")
     if ext["loaded"]:
@@ -51,19 +46,6 @@ def _info(args: argparse.Namespace) -> int:
     for op, kernels in info["ops"].items():
         print(f"{op:<24} {'yes' if kernels['cpu'] else 'no':<6} {'yes' if kernels['cuda'] else 'no'}")
     return 0
-
-
-def benchmarks_dir() -> Path:
-    """benchmarks/ of the source tree this ssl_fast was imported from."""
-    import ssl_fast
-
-    folder = Path(ssl_fast.__file__).resolve().parents[1] / "benchmarks"
-    if not (folder / "harness.py").is_file():
-        raise ValueError(
-            f"benchmarks/ not found at {folder}: this ssl_fast is installed without its source tree; "
-            "run from a checkout of the repository"
-        )
-    return folder
 
 
 def _bench_ops(names: list[str]) -> list[str]:
@@ -102,19 +84,22 @@ def _check_bench_options(args: argparse.Namespace, harness: ModuleType) -> None:
         raise ValueError(f"--rounds must be at least 1, got {args.rounds}")
 
 
-def _pytest_command(
-    args: argparse.Namespace, ops: list[str], folder: Path, device: str, table: Path
-) -> list[str]:
-    files = list(dict.fromkeys(str(folder / BENCH_OPS[op][0]) for op in ops))
+def _pytest_command(args: argparse.Namespace, ops: list[str], device: str, table: Path) -> list[str]:
+    """pytest on the family modules of `ops`, inside the package (installed or not), with the
+    harness's plugin. Plain asserts: rewriting them would write bytecode into the package."""
+    families = dict.fromkeys(BENCH_OPS[op][0] for op in ops)
+    files = [importlib.util.find_spec(f"{__package__}.bench.{family}").origin for family in families]
     command = [
-        sys.executable, "-m", "pytest", *files, "--benchmark-only", "-q", "-p", "no:cacheprovider",
+        sys.executable, "-m", "pytest", *files, "-p", f"{__package__}.bench.plugin", "--benchmark-only",
+        "-q", "-rs", "-p", "no:cacheprovider", "--assert=plain",
         "--benchmark-quiet",  # its wide table; the short one is printed at the end
         "-k", " or ".join(BENCH_OPS[op][1] for op in ops),
         "--bench-device", device, "--bench-table", str(table),
+        "--benchmark-storage", f"file://{table.parent / '.benchmarks'}",  # created empty: not in the cwd
     ]
     for option, value in (("--bench-sizes", args.sizes), ("--bench-dtypes", args.dtypes),
                           ("--bench-rounds", args.rounds), ("--bench-csv", args.csv),
-                          ("--benchmark-json", args.json)):
+                          ("--benchmark-json", args.json), ("--bench-plot", args.plot)):
         if value is not None:
             command += [option, str(value.resolve()) if isinstance(value, Path) else str(value)]
     if args.no_memory:
@@ -122,26 +107,41 @@ def _pytest_command(
     return command
 
 
+def _import_env() -> dict[str, str]:
+    """The environment of the benchmark process, in which it imports this very ssl_fast: from
+    site-packages as this process did, or from a checkout through PYTHONPATH."""
+    root = Path(__file__).resolve().parents[1]
+    if root in {Path(folder).resolve() for folder in site.getsitepackages()}:
+        return dict(os.environ)
+    path = os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH"))))
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def _bench(args: argparse.Namespace) -> int:
     ops = _bench_ops(args.ops)
-    folder = benchmarks_dir()
-    if str(folder.parent) not in sys.path:  # import the harness as the package `benchmarks`
-        sys.path.insert(0, str(folder.parent))
-    from benchmarks import harness
+    if importlib.util.find_spec("pytest_benchmark") is None:
+        raise ImportError("bench needs pytest-benchmark, which is not installed "
+                          "(pip install 'ssl_fast[bench]')")
+    if args.plot is not None:
+        from ._plotting import require
+
+        require("--plot")
+    from .bench import harness
 
     device = _bench_device(args.device)
     _check_bench_options(args, harness)
     table = (args.table or harness.DEFAULT_TABLE).resolve()
     table.unlink(missing_ok=True)  # so that a failed run cannot show an old table
-    status = subprocess.run(_pytest_command(args, ops, folder, device, table), cwd=folder.parent).returncode
+    status = subprocess.run(_pytest_command(args, ops, device, table), env=_import_env()).returncode
     if status != 0:
         print(f"ssl_fast: error: the benchmarks failed (pytest exit status {status})", file=sys.stderr)
         return 1
     if not table.is_file():  # pytest passed, with every case skipped
-        print("ssl_fast: no benchmark row was recorded: every case was skipped (reasons above)")
+        print("ssl_fast: no case was measured: every case was skipped (reasons above)")
         return 0
     print(table.read_text(), end="")
-    print(f"\nrows appended to {(args.csv or harness.DEFAULT_CSV).resolve()}; table in {table}")
+    plot = f"; plot in {args.plot.resolve()}" if args.plot is not None else ""
+    print(f"\nrows appended to {(args.csv or harness.DEFAULT_CSV).resolve()}; table in {table}{plot}")
     return 0
 
 
@@ -219,13 +219,25 @@ def _train(args: argparse.Namespace) -> int:
         summary = {"task": args.task, "steps": trainer.step, "world_size": world,
                    "train_seconds": round(trainer.train_seconds, 2),
                    "final_loss": logged[-1]["loss"] if logged else None}
-        _report(summary, task.evaluate(trainer.model, run_dir), run_dir, args.json)
+        table = task.evaluate(trainer.model, run_dir)
+        _report(summary, table, run_dir, args.json)
+        _save_curves(config, table, task.metric)
     if world > 1:
         from .distributed import destroy_process_group
 
         del trainer  # its DDP wrapper holds the process group
         destroy_process_group()
     return 0
+
+
+def _save_curves(config: TrainConfig, table: Table, metric: str | None) -> None:
+    """curves.png beside the metrics; without matplotlib, a note instead (the run is complete)."""
+    from .train.curves import save_curves
+
+    try:
+        save_curves(config.metrics_path, Path(config.out_dir) / "curves.png", table, metric)
+    except ImportError as exc:
+        print(f"ssl_fast: {exc}; the run is complete without it", file=sys.stderr)
 
 
 def _new_config(
@@ -322,18 +334,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench", help="benchmark ops against torch (pytest-benchmark) and print a markdown table",
-        description="Runs benchmarks/bench_<op>.py with pytest-benchmark in a subprocess, appends the "
-        "rows to a CSV and prints the table. Environment variables (THP_MEM_ALLOC_ENABLE, "
-        "SSL_FAST_HUGEPAGES, ...) pass through to the benchmark processes.",
+        description="Runs the op's cases (ssl_fast.bench) with pytest-benchmark in a subprocess, appends "
+        "the rows to a CSV and prints the table; outputs go to bench-out/ in the working directory. "
+        "Environment variables (THP_MEM_ALLOC_ENABLE, SSL_FAST_HUGEPAGES, ...) pass through to the "
+        "benchmark processes. Needs pytest-benchmark (pip install 'ssl_fast[bench]').",
     )
     bench.add_argument("ops", nargs="+", metavar="op", help=f"{', '.join(BENCH_OPS)} or all")
     bench.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
     bench.add_argument("--sizes", help="shapes instead of the defaults, e.g. 4096x4096,41x401x127,16M")
     bench.add_argument("--dtypes", help="dtypes instead of the defaults, e.g. float32,bf16")
     bench.add_argument("--rounds", type=int, help="timed rounds per case (default: 10 on cpu, 100 on cuda)")
-    bench.add_argument("--csv", type=Path, help="CSV to append rows to (default: benchmarks/out/results.csv)")
-    bench.add_argument("--table", type=Path, help="markdown table file (default: benchmarks/out/table.md)")
+    bench.add_argument("--csv", type=Path, help="CSV to append rows to (default: bench-out/results.csv)")
+    bench.add_argument("--table", type=Path, help="markdown table file (default: bench-out/table.md)")
     bench.add_argument("--json", type=Path, help="also save pytest-benchmark's JSON report here")
+    bench.add_argument("--plot", type=Path, metavar="PNG", help="also plot time and peak memory against "
+                       "size, log-log, a pair of panels per op family (needs matplotlib)")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     bench.set_defaults(func=_bench)
 
@@ -342,9 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tasks: autoencoder (images, reconstruction), simclr (images, NT-Xent), mlm (text, "
         "masked tokens), forecast (a series, the next 6 values). Defaults run offline on bundled data: "
         "scikit-learn's digits, the text of Python's documentation, the yearly sunspot numbers. "
-        "OUT/TASK/ receives checkpoint.pt (every 2min and at the end), metrics, eval.json, TensorBoard "
-        "events, and reconstructions.png (autoencoder) or tokenizer.json (mlm). Under torchrun each "
-        "process trains on its shard (gloo on cpu, NCCL on cuda) and SimCLR contrasts across all of them.",
+        "OUT/TASK/ receives checkpoint.pt (every 2min and at the end), metrics, eval.json, curves.png "
+        "(with matplotlib), TensorBoard events, and reconstructions.png (autoencoder) or tokenizer.json "
+        "(mlm). Under torchrun each process trains on its shard (gloo on cpu, NCCL on cuda) and SimCLR "
+        "contrasts across all of them.",
     )
     train.add_argument("task", choices=("autoencoder", "simclr", "mlm", "forecast"))
     train.add_argument("--data", help="images: digits (default), mnist or a .npy/.npz file; mlm: text "

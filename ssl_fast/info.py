@@ -9,9 +9,12 @@ from .ops import OPS
 
 
 def backend_info() -> dict:
-    """torch/CUDA versions, how ssl_fast._C was built (or why it did not load), the
-    backend mode, and for every op whether a CPU and a CUDA kernel is present."""
+    """ssl_fast's version, torch/CUDA versions, how ssl_fast._C was built (or why it did not
+    load), the backend mode, and for every op whether a CPU and a CUDA kernel is present."""
+    from . import __version__  # defined once the package has imported this module
+
     return {
+        "version": __version__,
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),

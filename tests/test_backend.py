@@ -64,7 +64,9 @@ def expected_both() -> list[torch.Tensor]:
 
 def test_backend_info():
     info = ssl_fast.backend_info()
-    assert set(info) == {"torch", "torch_cuda", "cuda_available", "backend", "extension", "cpu_isa", "ops"}
+    assert set(info) == {"version", "torch", "torch_cuda", "cuda_available", "backend", "extension",
+                         "cpu_isa", "ops"}
+    assert info["version"] == ssl_fast.__version__
     assert info["cpu_isa"] in ("avx512", "avx2", "baseline")
     assert info["torch"] == torch.__version__
     assert info["cuda_available"] == torch.cuda.is_available()

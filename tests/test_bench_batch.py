@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 
 from ssl_fast.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
-def harness(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO))  # benchmarks/ is a package of the source tree
-    from benchmarks import harness
+def harness():
+    from ssl_fast.bench import harness
 
     return harness
 

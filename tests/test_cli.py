@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import ssl_fast
 from ssl_fast.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +50,7 @@ def test_info_table():
         assert rows[op][0] == "yes" and rows[op][1] in ("yes", "no")
     assert rows["backend"][0] == "auto"
     assert rows["ssl_fast._C"][0] == "built"
+    assert rows["ssl_fast"] == [ssl_fast.__version__]
 
 
 def test_info_json(capsys):
@@ -56,6 +58,7 @@ def test_info_json(capsys):
     assert status == 0, err
     info = json.loads(out)
     assert info["extension"]["loaded"] is True
+    assert info["version"] == ssl_fast.__version__
     assert info["backend"] == "auto"
     for op in OPS:
         assert info["ops"][op]["cpu"] is True

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ssl_fast.train.evaluate import (
+    LABEL_HEIGHT,
     forecast_metrics,
     format_table,
     knn_accuracy,
@@ -70,7 +71,12 @@ def test_reconstruction_grid(tmp_path):
     images = torch.rand(5, 1, 8, 8)
     path = save_reconstructions(images, images.flatten(1), tmp_path / "grid.png")
     with pil.open(path) as grid:
-        assert grid.size == (2 + 5 * (64 + 2), 2 + 2 * (64 + 2))
+        assert grid.size == (2 + 5 * (64 + 2), 2 + 2 * (LABEL_HEIGHT + 64 + 2))
+        for row in range(2):  # each row's label strip holds its text, dark on white
+            top = 2 + row * (LABEL_HEIGHT + 64 + 2)
+            strip = grid.crop((0, top, grid.width, top + LABEL_HEIGHT))
+            lo, hi = strip.getextrema()
+            assert lo < 100 and hi == 255
 
 
 def test_table_leaves_missing_metrics_blank():

@@ -88,27 +88,36 @@ def _column(values: list[float | None], digits: int = 4) -> list[str]:
     return ["" if v is None else f"{v:.{decimals}f}" for v in values]
 
 
+ROW_LABELS = ("original", "reconstruction")
+LABEL_HEIGHT = 14  # pixels of the strip above each row that names it
+
+
 def save_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path) -> Path | None:
     """A PNG grid: the originals [B, 1 or 3, H, W] in [0, 1] on the top row, their
-    reconstructions below, each image scaled up to at least 64 pixels. Needs Pillow;
-    returns None without it."""
+    reconstructions below, each row under a label that names it, each image scaled up to
+    at least 64 pixels. Needs Pillow; returns None without it."""
     try:
-        from PIL import Image
+        from PIL import Image, ImageDraw
     except ImportError:
         return None
     rows = torch.stack([originals, reconstructions.reshape(originals.shape)]).clamp(0, 1)
     two, b, c, h, w = rows.shape
     zoom = max(1, -(-64 // h))
     pad = 2
-    grid = torch.ones(c, two * (h * zoom + pad) + pad, b * (w * zoom + pad) + pad)
+    row_height = LABEL_HEIGHT + h * zoom + pad
+    grid = torch.ones(c, two * row_height + pad, b * (w * zoom + pad) + pad)
     for r in range(two):
         for i in range(b):
             tile = rows[r, i].repeat_interleave(zoom, 1).repeat_interleave(zoom, 2)
-            top, left = pad + r * (h * zoom + pad), pad + i * (w * zoom + pad)
+            top, left = pad + r * row_height + LABEL_HEIGHT, pad + i * (w * zoom + pad)
             grid[:, top:top + h * zoom, left:left + w * zoom] = tile
     pixels = (grid * 255).round().byte().permute(1, 2, 0).squeeze(-1).numpy()
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    for r, label in enumerate(ROW_LABELS):
+        draw.text((pad + 2, pad + r * row_height), label, fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
+    image.save(path)
     return path
 
 

@@ -39,6 +39,7 @@ class Task:
     collate_fn: Callable | None = None
     lr: float = 1e-3  # the task's default learning rate
     batch_size: int = 128  # the task's default batch size
+    metric: str | None = None  # the evaluation column that curves.png shows
 
 
 def _split(n: int, seed: int, test_fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +99,7 @@ def autoencoder(options: TaskOptions) -> Task:
         save_reconstructions(images[test[:16]], recon[:16], run_dir / "reconstructions.png")
         return table
 
-    return Task(model, TensorDataset(images[train]), evaluate, lr=3e-3)
+    return Task(model, TensorDataset(images[train]), evaluate, lr=3e-3, metric="reconstruction_mse")
 
 
 class AugmentedSimCLR(nn.Module):
@@ -140,7 +141,7 @@ def simclr(options: TaskOptions, gather_distributed: bool = False) -> Task:
         encoder = model.simclr.backbone.eval()
         return _encoder_rows(encoder, untrained.to(device).eval(), images, labels, train, test, device)
 
-    return Task(model, TensorDataset(images[train]), evaluate, batch_size=256)
+    return Task(model, TensorDataset(images[train]), evaluate, batch_size=256, metric="knn_top1")
 
 
 def forecast(options: TaskOptions) -> Task:
@@ -166,7 +167,7 @@ def forecast(options: TaskOptions) -> Task:
             splits.unscale(splits.train.x), splits.unscale(splits.train.y),
         )
 
-    return Task(model, TensorDataset(splits.train.x, splits.train.y), evaluate)
+    return Task(model, TensorDataset(splits.train.x, splits.train.y), evaluate, metric="mae")
 
 
 def _tokenizer(options: TaskOptions, corpus: list[str], run_dir: Path, fresh: bool, progress: bool):
@@ -232,7 +233,8 @@ def mlm(options: TaskOptions, run_dir: Path, fresh: bool = True, progress: bool 
                         "perplexity": metrics["unigram_perplexity"]},
         }
 
-    return Task(model, [sequences[i] for i in train.tolist()], evaluate, collate)
+    return Task(model, [sequences[i] for i in train.tolist()], evaluate, collate,
+                metric="masked_token_accuracy")
 
 
 TASKS = ("autoencoder", "simclr", "mlm", "forecast")

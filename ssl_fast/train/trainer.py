@@ -51,6 +51,11 @@ class TrainConfig:
     chunk_size: int = 0  # > 0: contrastive steps in chunks (model.backward_chunked, gradient caching)
     extra: dict = field(default_factory=dict)
 
+    @property
+    def metrics_path(self) -> Path:
+        """Where the metrics are written: out_dir/metrics.jsonl or out_dir/metrics.csv."""
+        return Path(self.out_dir) / f"metrics.{self.metrics}"
+
 
 CHECKPOINT = "checkpoint.pt"  # the checkpoint's name in out_dir
 _STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "step", "config", "rng")  # of every checkpoint
@@ -359,7 +364,7 @@ class _MetricsLog:
 
     def __init__(self, out_dir: Path, config: TrainConfig):
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.path = out_dir / f"metrics.{config.metrics}"
+        self.path = config.metrics_path
         self.writer = None
         if config.tensorboard:
             try:

@@ -1,12 +1,14 @@
 """The benchmark harness shared by every op, on top of pytest-benchmark.
 
-A benchmark file declares what to run: `BENCHES`, a list of OpBench (op, providers,
-default shapes, bytes moved), and one test `def test_<family>(case, measure):
-measure(case)`. benchmarks/conftest.py turns the declarations and its --bench-*
-options into Cases (op x provider x mode x shape x dtype, on one device). This module
-does the rest: it times a case through the `benchmark` fixture, measures its peak
-memory (on the CPU in a fresh process), reports achieved bandwidth on CUDA, appends
-CSV rows and builds the markdown table.
+A family module (ssl_fast.bench.contrastive, ...) declares what to run: `BENCHES`, a
+list of OpBench (op, providers, default shapes, bytes moved), and one test
+`def test_<family>(case, measure): measure(case)`. The plugin (ssl_fast.bench.plugin)
+turns the declarations and its --bench-* options into Cases (op x provider x mode x
+shape x dtype, on one device). This module does the rest: it times a case through the
+`benchmark` fixture, measures its peak memory (on the CPU in a fresh process), reports
+achieved bandwidth on CUDA, records a case that cannot run (a peer not installed, a
+case too large for memory) with its reason, appends CSV rows and builds the markdown
+table.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 import torch
@@ -47,14 +49,17 @@ SEED = 0
 MIB = 1 << 20
 _M_MMAP_THRESHOLD = -3  # mallopt parameter, from glibc's malloc.h
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT_DIR = Path(__file__).resolve().parent / "out"
+# Relative to the working directory, whether ssl_fast runs from a checkout or is installed.
+OUT_DIR = Path("bench-out")
 DEFAULT_CSV = OUT_DIR / "results.csv"
 DEFAULT_TABLE = OUT_DIR / "table.md"
 CSV_FIELDS = (
     "op", "provider", "mode", "shape", "dtype", "device", "metric", "value",
     "machine", "torch", "commit", "env", "timestamp",
 )
+# Metrics of a case that was not measured; their value is the reason.
+SKIPPED, OUT_OF_MEMORY = "skipped", "out_of_memory"
+NOTES = (SKIPPED, OUT_OF_MEMORY)
 # Environment variables that change the numbers: recorded with every row and table.
 TRACKED_ENV = ("THP_MEM_ALLOC_ENABLE", "SSL_FAST_HUGEPAGES", "SSL_FAST_BACKEND", "OMP_NUM_THREADS")
 
@@ -67,10 +72,11 @@ _SIZE_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 @dataclass(frozen=True)
 class OpBench:
-    """One op as its benchmark file declares it.
+    """One op as its family module declares it.
 
-    providers: name -> "module:function", imported when a case runs, so that a peer that
-      is not installed fails only its own cases. "torch" is the reference.
+    providers: name -> "module:function", imported when a case runs. "torch" is the reference.
+    requires: provider -> the module it imports (a peer library): where that module cannot
+      be imported, the provider's cases are recorded as skipped with the reason.
     default_cases: device type -> ((shape, dtype name), ...) run when no option says otherwise.
     bytes_moved(mode, shape, element_size): the bytes the fused kernel must move on CUDA,
       for the achieved-bandwidth columns; None where the op is not bandwidth-bound.
@@ -79,7 +85,10 @@ class OpBench:
     n_inputs: seeded randn tensors of the case shape passed to the provider;
       the first n_grad_inputs of them require grad in the backward and full modes.
     max_rounds: caps the timed rounds, for ops whose rounds take seconds.
-    skip(case): why a case cannot run (e.g. memory a provider would need), else None.
+    skip(case): why a case cannot run (e.g. a provider for another device), else None.
+    too_large(case): why a case would not fit in memory, else None; recorded as out of
+      memory, as a case that ran out of it is, so that the plot can mark where each
+      provider stopped.
     make_inputs(shape, dtype, device): the provider's inputs instead of randn tensors,
       for ops that take ids or masks, or a model and its batch (called after seeding
       torch's generator).
@@ -99,11 +108,13 @@ class OpBench:
     make_inputs: Callable[[Shape, torch.dtype, torch.device], list] | None = None
     count_inputs: bool = False
     flops: Callable[[str, Shape], int] | None = None
+    requires: Mapping[str, str] = field(default_factory=dict)
+    too_large: Callable[[Case], str | None] | None = None
 
 
 @dataclass(frozen=True)
 class Case:
-    """One measurement: `module` is the benchmark file that declares `op`."""
+    """One measurement: `module` is the family module that declares `op`."""
 
     op: str
     provider: str
@@ -134,6 +145,7 @@ class Settings:
     memory: bool
     csv_path: Path
     table_path: Path
+    plot_path: Path | None = None
 
     @property
     def warmup_rounds(self) -> int:
@@ -176,7 +188,7 @@ def parse_dtypes(text: str) -> tuple[str, ...]:
 
 
 def build_cases(benches: Sequence[OpBench], module: str, settings: Settings) -> list[Case]:
-    """Every (op, shape, dtype, mode, provider) of a benchmark file on the chosen device.
+    """Every (op, shape, dtype, mode, provider) of a family module on the chosen device.
     With --bench-sizes or --bench-dtypes the cases are their product, the option not
     given taking the values of the op's defaults."""
     cases = []
@@ -204,6 +216,32 @@ def find_bench(case: Case) -> OpBench:
 def _resolve(spec: str) -> Callable:
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+@functools.cache
+def import_problem(module: str) -> str | None:
+    """Why `module` cannot be imported ("... is not installed"), None when it can."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module.partition(".")[0]:
+            return f"{module} is not installed"
+        return f"{module} cannot be imported ({exc})"
+    return None
+
+
+def why_not_run(bench: OpBench, case: Case) -> tuple[str, str] | None:
+    """(SKIPPED or OUT_OF_MEMORY, reason) for a case that cannot run here: a declared skip,
+    a peer library that cannot be imported, a case too large for memory; None otherwise."""
+    peer = bench.requires.get(case.provider)
+    for metric, reason in (
+        (SKIPPED, bench.skip and bench.skip(case)),
+        (SKIPPED, peer and import_problem(peer)),
+        (OUT_OF_MEMORY, bench.too_large and bench.too_large(case)),
+    ):
+        if reason:
+            return metric, reason
+    return None
 
 
 # ---------------------------------------------------------------- one round
@@ -361,7 +399,7 @@ def peak_extra_bytes(case: Case) -> int:
 
 @functools.cache
 def _fork_server(preload: tuple[str, ...]) -> multiprocessing.context.ForkServerContext:
-    """A new Python that imports torch, the benchmark file and its providers once, then
+    """A new Python that imports torch, the family module and its providers once, then
     forks a fresh child per measurement. Each child starts from a process that never ran
     a case, so its memory is a new interpreter's; a new interpreter per case instead would
     spend 3-10 s here on imports."""
@@ -404,14 +442,20 @@ def largest_batch(
     return found, found_peak
 
 
+def _free_device_memory() -> None:
+    """What a round that ran out of memory left: called outside the exception handler, once
+    the exception no longer holds the round's frames."""
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
 def step_peak_bytes(case: Case) -> float | None:
     """peak_extra_mb of the case, in bytes; None when CUDA ran out of memory."""
     try:
         return peak_extra_mb(case) * MIB
-    except torch.cuda.OutOfMemoryError:
+    except torch.OutOfMemoryError:
         pass
-    gc.collect()  # outside the handler, once the exception no longer holds the round's frames
-    torch.cuda.empty_cache()
+    _free_device_memory()
     return None
 
 
@@ -478,14 +522,18 @@ def matmul_tflops(n: int = MATMUL_SIZE, rounds: int = 10) -> float:
 # ---------------------------------------------------------------- recording
 
 
-def _git_commit() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
-    except OSError:
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
+def _source_version() -> str:
+    """The commit of the checkout ssl_fast runs from, else (installed) its version."""
+    root = Path(ssl_fast.__file__).resolve().parents[1]
+    if (root / ".git").exists():  # a folder, or a file in a git worktree
+        try:
+            done = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                  capture_output=True, text=True)
+        except OSError:
+            done = None
+        if done is not None and done.returncode == 0:
+            return done.stdout.strip()
+    return f"v{ssl_fast.__version__}"
 
 
 def _machine(device: str) -> str:
@@ -504,30 +552,35 @@ def _tracked_env() -> str:
 
 @dataclass
 class Recorder:
-    """Rows of one session: appended to the CSV as they come, kept for the table."""
+    """Rows of one session: appended to the CSV as they come, kept for the table and plot,
+    with the family module of each op."""
 
     device: str
     csv_path: Path
     rows: list[dict[str, str]] = field(default_factory=list)
+    families: dict[str, str] = field(default_factory=dict)
     context: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.context = {
             "machine": _machine(self.device),
             "torch": torch.__version__,
-            "commit": _git_commit(),
+            "commit": _source_version(),
             "env": _tracked_env(),
             "load": f"{os.getloadavg()[0]:.1f}",
             "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
         }
 
-    def add(self, case: Case, metric: str, value: float) -> None:
+    def add(self, case: Case, metric: str, value: float | str) -> None:
+        """One row; a str value is the reason of a note (SKIPPED, OUT_OF_MEMORY)."""
         row = {
             "op": case.op, "provider": case.provider, "mode": case.mode, "shape": format_shape(case.shape),
-            "dtype": case.dtype, "device": case.device, "metric": metric, "value": f"{value:.6g}",
+            "dtype": case.dtype, "device": case.device, "metric": metric,
+            "value": value if isinstance(value, str) else f"{value:.6g}",
             **{k: v for k, v in self.context.items() if k in CSV_FIELDS},
         }
         self.rows.append(row)
+        self.families.setdefault(case.op, case.module.rpartition(".")[2])
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         is_new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         with open(self.csv_path, "a", newline="") as out:
@@ -536,6 +589,11 @@ class Recorder:
                 writer.writeheader()
             writer.writerow(row)
 
+    @property
+    def measured(self) -> bool:
+        """Whether any case was measured (rows other than notes)."""
+        return any(row["metric"] not in NOTES for row in self.rows)
+
     def header(self) -> str:
         c = self.context
         env = f", env {c['env']}" if c["env"] else ""
@@ -543,12 +601,6 @@ class Recorder:
             f"{self.device.upper()}, {c['timestamp'][:10]}, {c['machine']}, torch {c['torch']}, "
             f"commit {c['commit']}{env}, load average {c['load']} at the start"
         )
-
-
-def _skip_if_declared(bench: OpBench, case: Case) -> None:
-    reason = bench.skip(case) if bench.skip is not None else None
-    if reason:
-        pytest.skip(reason)
 
 
 @dataclass
@@ -561,17 +613,23 @@ class BenchSession:
     matmul_tflops: float | None = None
 
     def measure(self, benchmark: BenchmarkFixture, case: Case) -> None:
-        """Times `case` with pytest-benchmark, then records its metrics."""
-        metrics = self._time(benchmark, case)
-        if metrics is None:
+        """Times `case` with pytest-benchmark, then records its metrics; a case that cannot
+        run, or runs out of memory, is recorded with the reason and skipped."""
+        self._check(case)
+        try:
+            metrics = self._time(benchmark, case)
+            if metrics is not None and self.settings.memory and case.mode in MEMORY_MODES:
+                metrics["peak_extra_mb"] = peak_extra_mb(case)
+        except torch.OutOfMemoryError as exc:
+            reason = f"out of memory: {'. '.join(str(exc).split('. ')[:2])}"
+        else:
+            if metrics is not None:
+                metrics.update(self._bandwidth(case, metrics["time_ms_median"]))
+                metrics.update(self._compute_rate(case, metrics["time_ms_median"]))
+                self._record(benchmark, case, metrics)
             return
-        if self.settings.memory and case.mode in MEMORY_MODES:
-            metrics["peak_extra_mb"] = peak_extra_mb(case)
-        metrics.update(self._bandwidth(case, metrics["time_ms_median"]))
-        metrics.update(self._compute_rate(case, metrics["time_ms_median"]))
-        benchmark.extra_info.update(metrics)
-        for metric, value in metrics.items():
-            self.recorder.add(case, metric, value)
+        _free_device_memory()
+        self._skip(case, OUT_OF_MEMORY, reason)
 
     def measure_batch(self, benchmark: BenchmarkFixture, case: Case) -> None:
         """For a training step (mode "step", OpBench.count_inputs) whose case shape is a memory
@@ -579,20 +637,34 @@ class BenchSession:
         the time per sample of a step at the largest batch of the op's first provider, a
         batch that every provider can run. Records the metrics under `case`."""
         bench = find_bench(case)
-        _skip_if_declared(bench, case)
+        self._check(case)
         if not self.settings.memory:
-            pytest.skip(f"{case.op} searches batches by their peak memory: run it without --no-memory")
+            self._skip(case, SKIPPED, f"{case.op} searches batches by their peak memory: run it without "
+                       "--no-memory")
         budget = memory_budget(case.device, case.shape)
         batch, peak = largest_batch_of(case, budget)
         common, _ = largest_batch_of(replace(case, provider=next(iter(bench.providers))), budget)
         if not batch or not common:
-            pytest.skip(f"{case.op}: not even a batch of 1 fits in {budget / MIB:.0f} MiB")
+            self._skip(case, OUT_OF_MEMORY, f"not even a batch of 1 fits in {budget / MIB:.0f} MiB")
         metrics = self._time(benchmark, replace(case, shape=(common,)))
         if metrics is None:
             return
         metrics.update(budget_mb=budget / MIB, max_batch=batch, peak_mb=peak / MIB,
                        kib_per_sample=peak / batch / 1024, time_batch=common,
                        ms_per_sample=metrics["time_ms_median"] / common)
+        self._record(benchmark, case, metrics)
+
+    def _check(self, case: Case) -> None:
+        """Records and skips a case that cannot run here (why_not_run)."""
+        found = why_not_run(find_bench(case), case)
+        if found is not None:
+            self._skip(case, *found)
+
+    def _skip(self, case: Case, metric: str, reason: str) -> NoReturn:
+        self.recorder.add(case, metric, reason)
+        pytest.skip(reason)
+
+    def _record(self, benchmark: BenchmarkFixture, case: Case, metrics: dict[str, float]) -> None:
         benchmark.extra_info.update(metrics)
         for metric, value in metrics.items():
             self.recorder.add(case, metric, value)
@@ -600,7 +672,6 @@ class BenchSession:
     def _time(self, benchmark: BenchmarkFixture, case: Case) -> dict[str, float] | None:
         """Times `case` with pytest-benchmark: its time metrics, None under --benchmark-disable."""
         bench = find_bench(case)
-        _skip_if_declared(bench, case)
         rounds = min(self.settings.rounds, bench.max_rounds or self.settings.rounds)
         step = make_step(case)  # freed on return, before any memory measurement
         benchmark.group = case.group
@@ -646,18 +717,37 @@ def _sig3(value: float) -> str:
     return f"{value:.{max(0, digits)}f}"
 
 
-def markdown_table(rows: Sequence[dict[str, str]]) -> str:
-    """One line per (op, shape, dtype, mode): median ms per provider, torch/ssl_fast,
-    peak extra MiB per provider, and on CUDA ssl_fast's GB/s and fraction of copy, or its
-    useful TFLOP/s and fraction of the bf16 matmul rate."""
-    values: dict[tuple, dict[tuple[str, str], float]] = {}
+Cells = dict[tuple[str, str], float | str]  # (provider, metric) -> value, or a note's marker
+_MARKERS = {SKIPPED: "skipped", OUT_OF_MEMORY: "OOM"}
+
+
+def _cells(
+    rows: Sequence[dict[str, str]], key: Callable[[dict[str, str]], tuple], marked: str
+) -> tuple[dict[tuple, Cells], list[str]]:
+    """The cells of each line key(row), a note's marker standing in for its provider's
+    metric `marked`, and the providers measured; lines with no measurement are left out."""
+    values: dict[tuple, Cells] = {}
     providers: dict[str, None] = {}
     for row in rows:
-        if row["op"] in ("copy", "matmul"):  # the ceilings, printed under the table
-            continue
-        key = (row["op"], row["shape"], row["dtype"], row["mode"])
-        values.setdefault(key, {})[(row["provider"], row["metric"])] = float(row["value"])
-        providers[row["provider"]] = None
+        cells = values.setdefault(key(row), {})
+        if row["metric"] in NOTES:
+            cells[(row["provider"], marked)] = _MARKERS[row["metric"]]
+        else:
+            cells[(row["provider"], row["metric"])] = float(row["value"])
+            providers[row["provider"]] = None
+    measured = {k: c for k, c in values.items() if any(isinstance(v, float) for v in c.values())}
+    return measured, list(providers)
+
+
+def markdown_table(rows: Sequence[dict[str, str]]) -> str:
+    """One line per (op, shape, dtype, mode): median ms per provider (or why it was not
+    measured: skipped, OOM), torch/ssl_fast, peak extra MiB per provider, and on CUDA
+    ssl_fast's GB/s and fraction of copy, or its useful TFLOP/s and fraction of the bf16
+    matmul rate."""
+    ceilings = ("copy", "matmul")  # printed under the table
+    values, providers = _cells([row for row in rows if row["op"] not in ceilings],
+                               lambda row: (row["op"], row["shape"], row["dtype"], row["mode"]),
+                               "time_ms_median")
     order = sorted(providers, key=lambda p: (p != REFERENCE, p != FUSED))
     metrics_seen = {metric for cells in values.values() for _, metric in cells}
 
@@ -688,13 +778,8 @@ def batch_table(rows: Sequence[dict[str, str]]) -> str:
     """One line per (op, budget, dtype) of "step" rows (BenchSession.measure_batch): the
     largest batch per provider and against the first provider's, KiB per sample at that
     batch, and ms per sample of a step at the first provider's largest batch."""
-    values: dict[tuple, dict[tuple[str, str], float]] = {}
-    providers: dict[str, None] = {}
-    for row in rows:
-        key = (row["op"], row["shape"], row["dtype"])
-        values.setdefault(key, {})[(row["provider"], row["metric"])] = float(row["value"])
-        providers[row["provider"]] = None
-    first = next(iter(providers))
+    values, providers = _cells(rows, lambda row: (row["op"], row["shape"], row["dtype"]), "max_batch")
+    first = providers[0]
 
     def each(metric: str, fmt: Callable[[float], str], name: str) -> list[tuple[str, Callable[[dict], str]]]:
         return [(f"{p} {name}", lambda c, p=p: _cell(c.get((p, metric)), fmt)) for p in providers]
@@ -718,27 +803,43 @@ def batch_table(rows: Sequence[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _ratio(value: float | None, base: float | None) -> str:
-    return "-" if value is None or not base else f"{value / base:.1f}x"
+def _ratio(value: float | str | None, base: float | str | None) -> str:
+    measured = isinstance(value, float) and isinstance(base, float) and base
+    return f"{value / base:.1f}x" if measured else "-"
 
 
-def _cell(value: float | None, fmt: Callable[[float], str]) -> str:
-    return "-" if value is None else fmt(value)
+def _cell(value: float | str | None, fmt: Callable[[float], str]) -> str:
+    if value is None:
+        return "-"
+    return value if isinstance(value, str) else fmt(value)
 
 
-def _speedup(cells: dict[tuple[str, str], float]) -> str:
+def _speedup(cells: Cells) -> str:
     ref, fused = cells.get((REFERENCE, "time_ms_median")), cells.get((FUSED, "time_ms_median"))
-    return "-" if ref is None or not fused else f"{ref / fused:.2f}x"
+    return f"{ref / fused:.2f}x" if isinstance(ref, float) and isinstance(fused, float) and fused else "-"
+
+
+def not_measured(rows: Sequence[dict[str, str]]) -> list[str]:
+    """One line per op, provider and reason of the cases not measured, with their shapes."""
+    shapes: dict[tuple[str, str, str], dict[str, None]] = {}
+    for row in rows:
+        if row["metric"] in NOTES:
+            shapes.setdefault((row["op"], row["provider"], row["value"]), {})[row["shape"]] = None
+    return [f"- {op}, {provider} ({', '.join(at)}): {reason}"
+            for (op, provider, reason), at in shapes.items()]
 
 
 def write_table(session: BenchSession) -> None:
     """Writes the session's tables (the batch searches apart), under a line that says where
-    and how they were measured."""
+    and how they were measured, and above the cases that were not measured and why."""
     rows = session.recorder.rows
     steps = [row for row in rows if row["mode"] == "step"]
     others = [row for row in rows if row["mode"] != "step"]
-    tables = ([markdown_table(others)] if others else []) + ([batch_table(steps)] if steps else [])
+    tables = [table(part) for table, part in ((markdown_table, others), (batch_table, steps))
+              if any(row["metric"] not in NOTES for row in part)]
     text = f"{session.recorder.header()}\n\n" + "\n\n".join(tables) + "\n"
+    if notes := not_measured(rows):
+        text += "\nNot measured:\n" + "\n".join(notes) + "\n"
     if session.copy_gbps is not None:
         text += f"\nDevice-to-device copy: {session.copy_gbps:.0f} GB/s (read + write).\n"
     if session.matmul_tflops is not None:

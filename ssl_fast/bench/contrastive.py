@@ -1,0 +1,141 @@
+"""NT-Xent: ssl_fast against the materialised formula (normalize, the 2N x 2N logits,
+cross-entropy), all on z0, z1 of the case shape [N, D], temperature 0.5.
+
+Providers:
+  torch           the materialised formula (ssl_fast.reference.nt_xent);
+  ssl_fast        SSL_FAST_CONTRASTIVE_KERNEL=fused: on CUDA the tensor-core kernels where
+                  they apply (16-bit inputs; fp32 only while TF32 is allowed, which these
+                  runs leave at torch's default, so fp32 rows run stage 1), else stage 1;
+                  on the CPU its one kernel;
+  ssl_fast-tiled  CUDA only: SSL_FAST_CONTRASTIVE_KERNEL=tiled (stage 1, cuBLAS strips);
+  inf_cl          CUDA only, when the inf_cl package is installed: its cal_inf_loss on the
+                  same 2N x 2N logits (see nt_xent_inf_cl).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+import ssl_fast
+
+from .harness import Case, OpBench, Shape
+
+TEMPERATURE = 0.5
+KERNEL_ENV = "SSL_FAST_CONTRASTIVE_KERNEL"
+CUDA_ONLY = ("ssl_fast-tiled", "inf_cl")
+
+
+def _nt_xent_on(kernel: str):
+    def nt_xent(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+        # Set for the process and left set: the backward of the round reads it as well,
+        # and every ssl_fast provider sets its own before its forward.
+        os.environ[KERNEL_ENV] = kernel
+        return ssl_fast.nt_xent(z0, z1, TEMPERATURE)
+
+    nt_xent.__doc__ = f"ssl_fast.nt_xent with {KERNEL_ENV}={kernel}."
+    return nt_xent
+
+
+nt_xent_fused = _nt_xent_on("fused")
+nt_xent_tiled = _nt_xent_on("tiled")
+
+
+def nt_xent_inf_cl(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    """inf_cl's cal_inf_loss (one-way InfoNCE) of the unit rows z = [z0; z1] against
+    themselves, each row's positive the other view: NT-Xent's work, except that the
+    diagonal (a row with itself) stays in the denominators."""
+    from inf_cl import cal_inf_loss
+
+    z = F.normalize(torch.cat([z0, z1]), dim=1)
+    n = len(z0)
+    labels = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    scale = torch.tensor(1 / TEMPERATURE, device=z.device)
+    return cal_inf_loss(z, z, labels=labels, scale=scale, head_dim=z.shape[1])
+
+
+def nt_xent_flops(mode: str, shape: Shape) -> int:
+    """Useful FLOPs on M = 2N rows of D features: z z^T is symmetric, so the forward needs
+    half a GEMM (M^2 D) and the backward a recomputed half plus dz = G z (3 M^2 D). Stage
+    1 (ssl_fast-tiled) computes that much, plus its strips' diagonal blocks; the fused
+    kernels compute the whole matrix (2 M^2 D forward, 4 M^2 D backward): the rate they
+    execute is 2x (forward), 4/3x (backward) and 3/2x (full) the useful rate shown."""
+    m, d = 2 * shape[0], shape[1]
+    return {"forward": 1, "backward": 3, "full": 4}[mode] * m * m * d
+
+
+# The materialised formula holds several 2N x 2N matrices at once. On the CPU: above this
+# N it would not fit in 24 GB. On CUDA: about M^2 (1 + 4.5 x element size) bytes at its
+# peak (the bool diagonal mask, and logits, log-softmax and gradients in the dtype).
+_MATERIALISED_MAX_N = 16384
+_MATERIALISED_CUDA_FRACTION = 0.8  # of the card's memory
+
+# CPU: N = 8192, D = 128 is the headline; N = 32768 (`--bench-sizes 32768x128`) is for
+# ssl_fast alone. The materialised rounds take seconds: 3 timed rounds per case.
+# CUDA: 2N = 8k and 64k (the headline), D = 128 and 256.
+CASES = {
+    "cpu": (((1024, 128), "float32"), ((4096, 128), "float32"), ((8192, 128), "float32"),
+            ((4096, 512), "float32")),
+    "cuda": tuple(
+        ((n, d), dtype) for n in (4096, 32768) for d in (128, 256) for dtype in ("bfloat16", "float32")
+    ),
+}
+
+
+def _materialised_too_large(case: Case) -> str | None:
+    m = 2 * case.shape[0]
+    gib = 2**30
+    if case.device == "cpu":
+        if case.shape[0] > _MATERIALISED_MAX_N:
+            return f"the materialised formula needs several {m}x{m} matrices ({m * m * 4 / gib:.0f} GiB each)"
+        return None
+    need = m * m * (1 + 4.5 * getattr(torch, case.dtype).itemsize)
+    have = torch.cuda.get_device_properties(0).total_memory
+    if need > _MATERIALISED_CUDA_FRACTION * have:
+        return f"the materialised formula needs about {need / gib:.0f} GiB at 2N = {m} ({have / gib:.0f} GiB)"
+    return None
+
+
+# Stage 1 passes over its fp32 strips of logits about 7 times a step: at 2N = 1M, several
+# seconds a step (bf16) to tens of seconds (fp32, multiplied in fp32). Larger sizes are
+# for the fused kernels' memory.
+_TILED_MAX_ROWS = 1 << 17
+
+
+def _skip(case: Case) -> str | None:
+    if case.provider in CUDA_ONLY and case.device != "cuda":
+        return f"{case.provider} runs on CUDA only"
+    if case.provider == "ssl_fast-tiled" and 2 * case.shape[0] > _TILED_MAX_ROWS:
+        return f"stage 1 would take seconds a step at 2N = {2 * case.shape[0]}"
+    return None
+
+
+def _too_large(case: Case) -> str | None:
+    return _materialised_too_large(case) if case.provider == "torch" else None
+
+
+BENCHES = [
+    OpBench(
+        "nt_xent",
+        {
+            "torch": "ssl_fast.reference:nt_xent",
+            "ssl_fast": "ssl_fast.bench.contrastive:nt_xent_fused",
+            "ssl_fast-tiled": "ssl_fast.bench.contrastive:nt_xent_tiled",
+            "inf_cl": "ssl_fast.bench.contrastive:nt_xent_inf_cl",
+        },
+        CASES,
+        n_inputs=2,
+        n_grad_inputs=2,
+        max_rounds=3,
+        skip=_skip,
+        flops=nt_xent_flops,
+        requires={"inf_cl": "inf_cl"},
+        too_large=_too_large,
+    ),
+]
+
+
+def test_contrastive(case, measure):
+    measure(case)

@@ -1,0 +1,44 @@
+"""Regression losses: ssl_fast's fused smooth_l1 and mse against torch.nn.functional."""
+
+from __future__ import annotations
+
+import math
+
+from .harness import OpBench, Shape
+
+# Reads and writes that a fused kernel cannot avoid on CUDA, in elements of the dtype:
+# the forward reads input and target (2n); the backward reads them again and writes
+# d loss / d input (3n); full = 5n, i.e. 20n bytes in fp32 and 10n in bf16. (On the CPU
+# with grad_output == 1 the forward writes the gradient and the backward returns it:
+# 3n in all, against torch's 7n plus two freshly page-faulted n-element buffers.)
+_ELEMENTS_MOVED = {"forward": 2, "backward": 3, "full": 5}
+
+
+def regression_loss_bytes(mode: str, shape: Shape, element_size: int) -> int:
+    return _ELEMENTS_MOVED[mode] * math.prod(shape) * element_size
+
+
+# The CPU headline is 16M fp32 elements; 41x401x127 is prime-ish, off every tile.
+CASES = {
+    "cpu": (((4096, 4096), "float32"), ((41, 401, 127), "float32"), ((4096, 4096), "bfloat16")),
+    "cuda": (((8192, 8192), "float32"), ((8192, 8192), "bfloat16")),
+}
+
+BENCHES = [
+    OpBench(
+        "smooth_l1",
+        {"torch": "torch.nn.functional:smooth_l1_loss", "ssl_fast": "ssl_fast:smooth_l1_loss"},
+        CASES,
+        regression_loss_bytes,
+    ),
+    OpBench(
+        "mse",
+        {"torch": "torch.nn.functional:mse_loss", "ssl_fast": "ssl_fast:mse_loss"},
+        CASES,
+        regression_loss_bytes,
+    ),
+]
+
+
+def test_regression_loss(case, measure):
+    measure(case)

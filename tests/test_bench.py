@@ -1,0 +1,112 @@
+"""The benchmarks as a user runs them: `bench` from any folder, its table and plot, a peer
+library that is missing, and the one-line errors for a missing optional dependency."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+
+import pytest
+
+from ssl_fast.bench import harness
+from ssl_fast.bench.harness import OUT_OF_MEMORY, SKIPPED, Case, OpBench, Recorder
+from ssl_fast.cli import main
+
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
+    status = main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_bench_from_another_folder(tmp_path, monkeypatch, capfd):
+    """Outputs go to bench-out/ in the working directory, wherever ssl_fast lives."""
+    monkeypatch.chdir(tmp_path)
+    plot = ["--plot", "nt_xent.png"] if HAS_MATPLOTLIB else []
+    status = main(["bench", "nt_xent", "--device", "cpu", "--sizes", "64x16", "--rounds", "1", *plot])
+    out, err = capfd.readouterr()
+    assert status == 0, err[-3000:]
+    table = (tmp_path / "bench-out" / "table.md").read_text()
+    assert table in out
+    lines = [line.split(" | ") for line in table.splitlines() if line.startswith("| nt_xent |")]
+    assert [line[3] for line in lines] == ["forward", "backward", "full"]
+    assert all(float(line[4]) > 0 and float(line[5]) > 0 for line in lines)  # torch ms, ssl_fast ms
+    assert "- nt_xent, inf_cl (64x16): inf_cl runs on CUDA only" in table
+    rows = list(csv.DictReader((tmp_path / "bench-out" / "results.csv").open()))
+    assert {(r["provider"], r["metric"]) for r in rows} >= {
+        ("torch", "time_ms_median"), ("ssl_fast", "peak_extra_mb"), ("inf_cl", SKIPPED)}
+    if HAS_MATPLOTLIB:
+        assert (tmp_path / "nt_xent.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    status, out, err = run_main(["bench", "nt_xent", "--plot", "f.png"], capsys)
+    assert status == 2 and out == ""
+    assert err == ("ssl_fast: error: --plot needs matplotlib, which is not installed "
+                   "(pip install 'ssl_fast[plot]')\n")
+    assert not (tmp_path / "bench-out").exists()  # refused before any benchmark ran
+
+
+def test_bench_without_pytest_benchmark_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pytest_benchmark", None)
+    status, out, err = run_main(["bench", "mse"], capsys)
+    assert status == 2 and out == ""
+    assert err == ("ssl_fast: error: bench needs pytest-benchmark, which is not installed "
+                   "(pip install 'ssl_fast[bench]')\n")
+
+
+def _case(provider: str, shape: tuple[int, ...] = (4, 4)) -> Case:
+    return Case("op", provider, "full", shape, "float32", "cpu", "ssl_fast.bench.regression_loss")
+
+
+def test_a_missing_peer_is_a_skipped_row(tmp_path, monkeypatch):
+    (tmp_path / "peer_with_a_missing_dependency.py").write_text("import ssl_fast_no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bench = OpBench("op", {"torch": "torch.nn.functional:mse_loss", "absent": "x:f", "broken": "x:f"},
+                    {"cpu": (((4, 4), "float32"),)},
+                    requires={"absent": "ssl_fast_no_such_peer", "broken": "peer_with_a_missing_dependency"})
+    assert harness.why_not_run(bench, _case("torch")) is None
+    assert harness.why_not_run(bench, _case("absent")) == (SKIPPED, "ssl_fast_no_such_peer is not installed")
+    assert harness.why_not_run(bench, _case("broken")) == (
+        SKIPPED, "peer_with_a_missing_dependency cannot be imported (No module named "
+        "'ssl_fast_no_such_dependency')")
+
+    recorder = Recorder("cpu", tmp_path / "results.csv")
+    recorder.add(_case("torch"), "time_ms_median", 2.0)
+    recorder.add(_case("absent"), SKIPPED, "ssl_fast_no_such_peer is not installed")
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert [(r["provider"], r["metric"], r["value"]) for r in rows] == [
+        ("torch", "time_ms_median", "2"), ("absent", SKIPPED, "ssl_fast_no_such_peer is not installed")]
+    assert harness.markdown_table(recorder.rows).splitlines()[2] == "| op | 4x4 | float32 | full | 2.00 |"
+    assert harness.not_measured(recorder.rows) == [
+        "- op, absent (4x4): ssl_fast_no_such_peer is not installed"]
+
+
+def test_out_of_memory_marks_the_table_and_the_plot(tmp_path):
+    recorder = Recorder("cpu", tmp_path / "results.csv")
+    for n, fits in ((64, True), (128, True), (256, False)):
+        for provider in ("torch", "ssl_fast"):
+            case = _case(provider, (n, 8))
+            if provider == "torch" and not fits:
+                recorder.add(case, OUT_OF_MEMORY, "would need 9 GiB")
+            else:
+                recorder.add(case, "time_ms_median", n / 10)
+                recorder.add(case, "peak_extra_mb", n / 100)
+    table = harness.markdown_table(recorder.rows)
+    assert "| op | 256x8 | float32 | full | OOM | 25.6 | - | - | 2.6 |" in table
+    if not HAS_MATPLOTLIB:
+        pytest.skip("matplotlib is not installed")
+    from ssl_fast.bench.plot import plot
+
+    fig = plot(recorder.rows, recorder.families, recorder.header())
+    time_ax, memory_ax = fig.axes
+    for ax in (time_ax, memory_ax):
+        assert [t.get_text() for t in ax.texts] == ["largest run: 128x8\n256x8: out of memory"]
+        assert sorted(line.get_label() for line in ax.get_lines()) == ["ssl_fast", "torch"]
+        assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert time_ax.get_title() == "regression_loss: forward + backward"
