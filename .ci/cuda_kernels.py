@@ -9,9 +9,6 @@ from pathlib import Path
 
 from ssl_fast import _ext
 
-# The ssl_fast.ops module of a csrc/<family>/ folder, where its name is not the folder's.
-MODULES = {"regression": "regression_loss"}
-
 csrc = Path(__file__).resolve().parents[1] / "csrc"
 families = sorted(
     {p.parent.name for p in csrc.glob("*/*.cu") if "TORCH_LIBRARY_IMPL(ssl_fast, CUDA" in p.read_text()}
@@ -19,7 +16,7 @@ families = sorted(
 missing = [
     op
     for family in families
-    for op in importlib.import_module(f"ssl_fast.ops.{MODULES.get(family, family)}").OPS
+    for op in importlib.import_module(f"ssl_fast.ops.{family}").OPS
     if not _ext.has_kernel(op, "cuda")
 ]
 if not _ext.LOADED or missing:

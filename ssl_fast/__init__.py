@@ -7,7 +7,7 @@ from .losses import InfoNCELoss, MSELoss, NTXentLoss, SmoothL1Loss
 from .ops.contrastive import info_nce, nt_xent
 from .ops.masking import mask_tokens, random_masking
 from .ops.mlm_loss import mlm_loss
-from .ops.regression_loss import mse_loss, smooth_l1_loss
+from .ops.regression import mse_loss, smooth_l1_loss
 
 __version__ = "0.1.0"
 __all__ = [

@@ -11,7 +11,7 @@ from . import _checks
 from .distributed import check_available, gather
 from .ops.contrastive import contrastive_lse, info_nce, nt_xent, temperature_scale
 from .ops.reduction import reduce_rows, row_dot
-from .ops.regression_loss import mse_loss, smooth_l1_loss
+from .ops.regression import mse_loss, smooth_l1_loss
 
 
 class SmoothL1Loss(nn.SmoothL1Loss):

@@ -61,7 +61,7 @@ def test_bench_without_pytest_benchmark_is_a_usage_error(monkeypatch, capsys):
 
 
 def _case(provider: str, shape: tuple[int, ...] = (4, 4)) -> Case:
-    return Case("op", provider, "full", shape, "float32", "cpu", "ssl_fast.bench.regression_loss")
+    return Case("op", provider, "full", shape, "float32", "cpu", "ssl_fast.bench.regression")
 
 
 def test_a_missing_peer_is_a_skipped_row(tmp_path, monkeypatch):
@@ -109,4 +109,4 @@ def test_out_of_memory_marks_the_table_and_the_plot(tmp_path):
         assert [t.get_text() for t in ax.texts] == ["largest run: 128x8\n256x8: out of memory"]
         assert sorted(line.get_label() for line in ax.get_lines()) == ["ssl_fast", "torch"]
         assert ax.get_xscale() == ax.get_yscale() == "log"
-    assert time_ax.get_title() == "regression_loss: forward + backward"
+    assert time_ax.get_title() == "regression: forward + backward"

@@ -3,14 +3,14 @@
 `python -m ssl_fast bench OP...` runs them; so does pytest, on the files of benchmarks/ in
 a checkout. harness: cases, timing, peak memory, CSV rows and tables; plugin: the pytest
 wiring; plot: time and peak memory against size; one module per op family with its
-providers and default cases (regression_loss, contrastive, masking, batch). Needs the
+providers and default cases (regression, contrastive, masking, batch). Needs the
 `bench` extra (pytest-benchmark); plots need the `plot` extra (matplotlib).
 """
 
 # `bench` op name -> (family module, pytest -k expression selecting its cases).
 OPS = {
-    "smooth_l1": ("regression_loss", "smooth_l1"),
-    "mse": ("regression_loss", "mse"),
+    "smooth_l1": ("regression", "smooth_l1"),
+    "mse": ("regression", "mse"),
     "nt_xent": ("contrastive", "nt_xent"),
     "mask_tokens": ("masking", "mask_tokens"),  # both variants (with and without a special mask)
     "random_masking": ("masking", "random_masking"),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..ops.regression_loss import mse_loss
+from ..ops.regression import mse_loss
 
 
 def _mlp(widths: Sequence[int], last_activation: nn.Module | None) -> nn.Sequential:

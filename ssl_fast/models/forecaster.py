@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..ops.regression_loss import smooth_l1_loss
+from ..ops.regression import smooth_l1_loss
 
 
 class SeriesForecaster(nn.Module):

@@ -40,5 +40,5 @@ BENCHES = [
 ]
 
 
-def test_regression_loss(case, measure):
+def test_regression(case, measure):
     measure(case)

@@ -1,0 +1,6 @@
+"""Regression losses (smooth_l1, mse): ssl_fast's fused kernels against torch.nn.functional.
+
+Cases and providers: ssl_fast.bench.regression.
+"""
+
+from ssl_fast.bench.regression import test_regression  # noqa: F401  (collected here)
