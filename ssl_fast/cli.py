@@ -302,6 +302,7 @@ def _report(summary: dict, table: dict, run_dir: Path, as_json: bool) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from .train import TrainConfig
     from .train.tasks import build_task
 
     path = args.run_dir / "checkpoint.pt" if args.run_dir.is_dir() else args.run_dir
@@ -314,7 +315,10 @@ def _eval(args: argparse.Namespace) -> int:
     summary = {"task": name, "steps": state["step"]}
     if "train_seconds" in state:
         summary["train_seconds"] = round(state["train_seconds"], 2)
-    _report(summary, task.evaluate(task.model.to(device), path.parent), path.parent, args.json)
+    table = task.evaluate(task.model.to(device), path.parent)
+    _report(summary, table, path.parent, args.json)
+    config = TrainConfig(**{**state["config"], "out_dir": str(path.parent)})
+    _save_curves(config, table, task.metric)  # with the metric just measured
     return 0
 
 

@@ -317,10 +317,12 @@ def test_train_and_eval_commands(task, tmp_path, capfd):
     if task == "autoencoder":
         assert importlib.util.find_spec("PIL") is None or (run / "reconstructions.png").stat().st_size > 0
     assert importlib.util.find_spec("matplotlib") is None or (run / "curves.png").stat().st_size > 0
-    # eval RUN_DIR rebuilds the task from the checkpoint and gives the same table.
+    # eval RUN_DIR rebuilds the task from the checkpoint, gives the same table and draws the curves again.
+    (run / "curves.png").unlink(missing_ok=True)
     status, out, err = _run(["eval", str(run), "--json"], capfd)
     assert status == 0, err
     assert json.loads(out.strip().splitlines()[-1])["evaluation"] == result["evaluation"]
+    assert importlib.util.find_spec("matplotlib") is None or (run / "curves.png").stat().st_size > 0
 
 
 def test_resume_extends_the_stored_run(tmp_path, capsys, monkeypatch):
