@@ -174,6 +174,31 @@ def _resume_from(args: argparse.Namespace, run_dir: Path) -> Path | None:
     return path
 
 
+def _check_resumed_options(
+    args: argparse.Namespace, stored: dict, options: TaskOptions, resume: Path
+) -> None:
+    """A resumed run keeps the options it was trained with: one given again must say the same."""
+    defaults = build_parser().parse_args(["train", args.task])
+    kept = {
+        "data": options.data, "column": options.column, "tokenizer": options.tokenizer,
+        "seed": stored["seed"], "batch_size": stored["batch_size"], "lr": stored["lr"], "amp": stored["amp"],
+        "chunk_size": stored["chunk_size"] or None, "compile": stored["compile"],
+        "metrics": stored["metrics"], "no_tensorboard": not stored["tensorboard"],
+    }
+    for name, value in kept.items():
+        given = getattr(args, name)
+        if given != getattr(defaults, name) and given != value:
+            flag = "--" + name.replace("_", "-")
+            if value is None or value is False:
+                was = f"without {flag}"
+            else:
+                was = flag if value is True else f"{flag} {value}"
+            raise ValueError(
+                f"--resume: {resume} was trained with {was}, and a resumed run keeps its options; drop "
+                f"{flag}, or start a new run with another --out"
+            )
+
+
 def _run_checkpoint(path: Path) -> tuple[dict, str, TaskOptions]:
     """The checkpoint of a `train` run, read once, with the task it trained and the options
     that task was built from."""
@@ -202,6 +227,7 @@ def _train(args: argparse.Namespace) -> int:
         state, stored_task, options = _run_checkpoint(resume)
         if stored_task != args.task:
             raise ValueError(f"--resume: {resume} is a {stored_task} run, not {args.task}")
+        _check_resumed_options(args, state["config"], options, resume)
     task = build_task(args.task, options, run_dir, fresh=resume is None, distributed=world > 1,
                       progress=not args.quiet)
     if state is None:

@@ -51,9 +51,11 @@ def test_fit_learns_and_logs(tmp_path):
 
 def test_resume_is_exact(tmp_path):
     # Checkpoints after every step change nothing: saving reads the random states, never draws.
+    torch.manual_seed(0)  # both runs start from the same parameters
     straight = Trainer(Autoencoder((64, 32, 8)), _images(), _config(tmp_path / "a", checkpoint_every=1))
     straight.fit(progress=False)
 
+    torch.manual_seed(0)
     first = Trainer(Autoencoder((64, 32, 8)), _images(), _config(tmp_path / "b"))
     first.fit(progress=False, until=7)  # stops in the middle of the second epoch (6 batches an epoch)
     torch.manual_seed(123)  # the resumed process starts from another RNG state
@@ -356,6 +358,14 @@ def test_resume_extends_the_stored_run(tmp_path, capsys, monkeypatch):
     assert out.startswith("forecast: 12 steps") and "ridge_on_lags" in out
     config = load_checkpoint(checkpoint_path)["config"]
     assert config["steps"] == 12 and config["extra"]["options"]["column"] == "sunspots"
+    # An option that would change the stored run is refused; one that repeats it is accepted (--batch-size).
+    for option, was in ((["--lr", "0.5"], "--lr 0.001"), (["--column", "year"], "--column sunspots"),
+                        (["--seed", "3"], "--seed 0"), (["--compile"], "without --compile"),
+                        (["--chunk-size", "4"], "without --chunk-size")):
+        status, out, err = _run(base + ["--steps", "20", "--resume"] + option, capsys)
+        assert status == 2 and out == ""
+        assert err == (f"ssl_fast: error: --resume: {checkpoint_path} was trained with {was}, and a resumed "
+                       f"run keeps its options; drop {option[0]}, or start a new run with another --out\n")
     # A length the run has already reached is refused.
     for length in (["--steps", "12"], ["--steps", "2"], ["--epochs", "1"]):
         status, out, err = _run(base + length + ["--resume"], capsys)
