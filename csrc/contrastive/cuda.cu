@@ -14,8 +14,9 @@
 //
 // Stage 1: cuBLAS GEMMs through ATen on the current stream plus small epilogue kernels.
 // The logits are computed one strip of B rows at a time (at most B x cols in the
-// accumulation type, kStripBytes; SSL_FAST_CONTRASTIVE_STRIP_ROWS=B forces the height,
-// for tests): nothing rows x cols is stored.
+// accumulation type, kStripBytes, and without k at most a quarter of the rows, see
+// strip_rows; SSL_FAST_CONTRASTIVE_STRIP_ROWS=B forces the height, for tests): nothing
+// rows x cols is stored.
 //   forward:  S = scale * Qn_strip Kn^T (GEMM); one block per row reduces its (max, sum
 //             of exp) to the row lse; with col_lse one thread column per column reduces
 //             the strip's rows and merges them into running per-column statistics.
@@ -70,6 +71,7 @@ constexpr int kThreads = 256;  // one block per row in the row epilogues
 constexpr int kWarps = kThreads / 32;
 constexpr int kColThreadsY = 8;  // rows of the strip a column is split over (then merged)
 constexpr int64_t kStripBytes = int64_t(256) << 20;
+constexpr int64_t kMinSelfStripRows = 1024;  // keeps each strip's GEMM large enough to fill the card
 
 __device__ __forceinline__ float sqrt_(float x) { return sqrtf(x); }
 __device__ __forceinline__ double sqrt_(double x) { return ::sqrt(x); }
@@ -279,9 +281,12 @@ __global__ void __launch_bounds__(kThreads) finish_dscale(const double* parts, i
 // ------------------------------------------------------------------ strips
 
 // Rows per strip: as many as keep one strip of logits within kStripBytes, or
-// SSL_FAST_CONTRASTIVE_STRIP_ROWS; at least 1, at most rows.
-int64_t strip_rows(int64_t rows, int64_t cols, size_t elem) {
+// SSL_FAST_CONTRASTIVE_STRIP_ROWS; at least 1, at most rows. Without k, at most a quarter of
+// the rows (and no fewer than kMinSelfStripRows): one strip would compute the whole square,
+// and its diagonal blocks are the fraction B / rows that the symmetry cannot save.
+int64_t strip_rows(int64_t rows, int64_t cols, size_t elem, bool self) {
   int64_t b = std::max<int64_t>(1, kStripBytes / (cols * int64_t(elem)));
+  if (self) b = std::min(b, std::max(kMinSelfStripRows, (rows + 3) / 4));
   if (const char* env = std::getenv("SSL_FAST_CONTRASTIVE_STRIP_ROWS"); env != nullptr && *env != '\0') {
     char* end = nullptr;
     errno = 0;
@@ -359,7 +364,7 @@ void logits_into(
 template <typename T, typename F>
 void for_each_strip(
     const ContrastiveCall& c, const at::Tensor& qn, const at::Tensor& keys, const Operands& o, F&& f) {
-  const int64_t height = strip_rows(c.rows, c.cols, sizeof(T));
+  const int64_t height = strip_rows(c.rows, c.cols, sizeof(T), c.self());
   at::Tensor buf = at::empty({height * c.cols}, qn.options());
   for (int64_t r0 = 0; r0 < c.rows; r0 += height) {
     const int64_t b = std::min(height, c.rows - r0), c0 = c.self() ? r0 : 0, width = c.cols - c0;

@@ -150,13 +150,17 @@ __global__ void rank_kernel(philox::Key key, int64_t L, int64_t len_keep, float*
   }
 }
 
-// x_kept[n, r] = x[n, keep[n, r]]: one block per kept patch, elements of `word_t`.
+// x_kept[n, r] = x[n, keep[n, r]], in elements of `word_t`: one warp per kept patch (a
+// patch is a few hundred 16-byte words at most, too few for a block), kPatchesPerBlock a block.
+constexpr int kPatchesPerBlock = kThreads / 32;
+
 template <typename word_t>
-__global__ void gather_kernel(const word_t* x, const int64_t* keep, int64_t L, int64_t len_keep, int64_t words,
-                              word_t* kept) {
-  const int64_t row = blockIdx.x;  // n * len_keep + r
+__global__ void gather_kernel(const word_t* x, const int64_t* keep, int64_t L, int64_t len_keep, int64_t patches,
+                              int64_t words, word_t* kept) {
+  const int64_t row = int64_t(blockIdx.x) * kPatchesPerBlock + threadIdx.x / 32;  // n * len_keep + r
+  if (row >= patches) return;
   const word_t* src = x + ((row / len_keep) * L + keep[row]) * words;
-  for (int64_t d = threadIdx.x; d < words; d += blockDim.x) kept[row * words + d] = src[d];
+  for (int64_t d = threadIdx.x % 32; d < words; d += 32) kept[row * words + d] = src[d];
 }
 
 // The passes of this backend, for MaskingOps (masking/args.h).
@@ -212,8 +216,10 @@ struct Passes {
                 "patches per call, got N * len_keep = ", N * len_keep);
     auto gather = [&](auto word) {
       using word_t = decltype(word);
-      gather_kernel<word_t><<<static_cast<unsigned>(N * len_keep), kThreads, 0, stream>>>(
-          static_cast<const word_t*>(x.const_data_ptr()), keep.const_data_ptr<int64_t>(), L, len_keep,
+      const int64_t patches = N * len_keep;
+      gather_kernel<word_t><<<static_cast<unsigned>((patches + kPatchesPerBlock - 1) / kPatchesPerBlock), kThreads,
+                              0, stream>>>(
+          static_cast<const word_t*>(x.const_data_ptr()), keep.const_data_ptr<int64_t>(), L, len_keep, patches,
           bytes / int64_t(sizeof(word_t)), static_cast<word_t*>(kept.data_ptr()));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };

@@ -179,21 +179,25 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) regression_kernel(
   // The CPU kernel also rounds scale * grad_output from double once.
   const acc_t scale = static_cast<acc_t>(
       S::kPass == Pass::Grad ? prm.scale * static_cast<double>(*prm.go) : prm.scale);
-  acc_t sum = 0;
+  // A chunk's V losses add up in acc_t, the chunks of a thread in double: a thread may see
+  // thousands of chunks of a large input, too many terms for a float sum.
+  double sum = 0;
   const int64_t chunks = (n + V - 1) / V;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
   for (int64_t c = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; c < chunks; c += stride) {
     const int64_t i0 = c * V;
-    if constexpr (Index::kDense) {
-      if (index.aligned && i0 + V <= n) {
-        S::template run<V>(prm.f, scale, index.at(base, i0), sum);
-        continue;
-      }
+    acc_t chunk = 0;
+    bool whole = false;  // V elements at once, with vector loads
+    if constexpr (Index::kDense) whole = index.aligned && i0 + V <= n;
+    if (whole) {
+      S::template run<V>(prm.f, scale, index.at(base, i0), chunk);
+    } else {
+      for (int j = 0; j < V && i0 + j < n; ++j) S::template run<1>(prm.f, scale, index.at(base, i0 + j), chunk);
     }
-    for (int j = 0; j < V && i0 + j < n; ++j) S::template run<1>(prm.f, scale, index.at(base, i0 + j), sum);
+    sum += static_cast<double>(chunk);
   }
   if constexpr (S::kReduces) {
-    const double total = block_sum(static_cast<double>(sum));
+    const double total = block_sum(sum);
     if (threadIdx.x == 0) prm.partials[blockIdx.x] = total;
   }
 }
