@@ -114,25 +114,22 @@ PATCH_CASES = {
     "cuda": (((256, 196, 768), "float32"), ((256, 1024, 768), "float32")),
 }
 _HERE = "ssl_fast.bench.masking"
+# mask_tokens with a precomputed special-tokens mask, and with the special ids alone.
 BENCHES = [
     OpBench(
-        "mask_tokens",
-        {"torch": f"{_HERE}:transformers_precomputed", "ssl_fast": f"{_HERE}:ssl_fast_precomputed"},
+        name,
+        {"torch": f"{_HERE}:{peer}", "ssl_fast": f"{_HERE}:{ours}"},
         TOKEN_CASES,
         mask_tokens_bytes,
         modes=("forward",),
         make_inputs=token_batch,
         requires={"torch": "transformers"},
-    ),
-    OpBench(
-        "mask_tokens_ids",
-        {"torch": f"{_HERE}:transformers_tokenizer_mask", "ssl_fast": f"{_HERE}:ssl_fast_special_ids"},
-        TOKEN_CASES,
-        mask_tokens_bytes,
-        modes=("forward",),
-        make_inputs=token_batch,
-        requires={"torch": "transformers"},
-    ),
+    )
+    for name, peer, ours in (
+        ("mask_tokens", "transformers_precomputed", "ssl_fast_precomputed"),
+        ("mask_tokens_ids", "transformers_tokenizer_mask", "ssl_fast_special_ids"),
+    )
+] + [
     OpBench(
         "random_masking",
         {"torch": f"{_HERE}:mae_random_masking", "ssl_fast": f"{_HERE}:ssl_fast_random_masking"},
