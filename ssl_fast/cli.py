@@ -73,7 +73,7 @@ def _bench_device(requested: str | None) -> str:
     return requested or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _check_bench_options(args: argparse.Namespace, harness: ModuleType) -> None:
+def _check_bench_options(args: argparse.Namespace, ops: list[str], harness: ModuleType) -> None:
     for option, parse in (("sizes", harness.parse_shapes), ("dtypes", harness.parse_dtypes)):
         if getattr(args, option) is not None:
             try:
@@ -82,6 +82,25 @@ def _check_bench_options(args: argparse.Namespace, harness: ModuleType) -> None:
                 raise ValueError(f"--{option}: {exc}") from None
     if args.rounds is not None and args.rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {args.rounds}")
+    if args.sizes is not None:
+        _check_ranks(ops, harness.parse_shapes(args.sizes), harness.format_shape)
+
+
+def _check_ranks(ops: list[str], shapes: tuple, format_shape) -> None:
+    """--sizes applies to every op named: an op whose default shapes all have one number of
+    dimensions (masking, NT-Xent) takes only shapes of that number."""
+    for op in ops:
+        family, selects = BENCH_OPS[op]
+        benches = [b for b in importlib.import_module(f"{__package__}.bench.{family}").BENCHES
+                   if selects in b.name]
+        examples = [shape for b in benches for cases in b.default_cases.values() for shape, _ in cases]
+        ranks = {len(shape) for shape in examples}
+        bad = [shape for shape in shapes if len(ranks) == 1 and len(shape) not in ranks]
+        if bad:
+            raise ValueError(
+                f"--sizes: {op} takes shapes of {ranks.pop()} dimensions, such as "
+                f"{format_shape(examples[0])}; got {format_shape(bad[0])}"
+            )
 
 
 def _pytest_command(args: argparse.Namespace, ops: list[str], device: str, table: Path) -> list[str]:
@@ -129,7 +148,7 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import harness
 
     device = _bench_device(args.device)
-    _check_bench_options(args, harness)
+    _check_bench_options(args, ops, harness)
     table = (args.table or harness.DEFAULT_TABLE).resolve()
     table.unlink(missing_ok=True)  # so that a failed run cannot show an old table
     status = subprocess.run(_pytest_command(args, ops, device, table), env=_import_env()).returncode

@@ -64,6 +64,21 @@ def _case(provider: str, shape: tuple[int, ...] = (4, 4)) -> Case:
     return Case("op", provider, "full", shape, "float32", "cpu", "ssl_fast.bench.regression")
 
 
+@pytest.mark.parametrize(
+    ("ops", "sizes", "message"),
+    [
+        (["mask_tokens", "random_masking"], "16x64", "random_masking takes shapes of 3 dimensions, such as "
+         "256x196x768; got 16x64"),
+        (["nt_xent"], "1024x128,64", "nt_xent takes shapes of 2 dimensions, such as 1024x128; got 64"),
+    ],
+)
+def test_sizes_of_the_wrong_rank_are_a_usage_error(ops, sizes, message, capsys):
+    pytest.importorskip("pytest_benchmark")
+    status, out, err = run_main(["bench", *ops, "--sizes", sizes], capsys)
+    assert status == 2 and out == ""
+    assert err == f"ssl_fast: error: --sizes: {message}\n"
+
+
 def test_a_missing_peer_is_a_skipped_row(tmp_path, monkeypatch):
     (tmp_path / "peer_with_a_missing_dependency.py").write_text("import ssl_fast_no_such_dependency\n")
     monkeypatch.syspath_prepend(str(tmp_path))
