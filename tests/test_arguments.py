@@ -102,25 +102,6 @@ REALS = {
     "SmoothL1Loss.beta": Case(
         lambda v: ssl_fast.SmoothL1Loss(beta=v)(*D["z"]), "smooth_l1_loss", "beta", ">= 0", 0.5, 1
     ),
-    "mask_tokens.mlm_probability": Case(
-        lambda v: mask_tokens(mlm_probability=v), "mask_tokens", "mlm_probability", "in [0, 1]", 0.5, 1
-    ),
-    "mask_tokens.mask_replace_prob": Case(
-        lambda v: mask_tokens(mask_replace_prob=v, random_replace_prob=0),
-        "mask_tokens",
-        "mask_replace_prob",
-        "in [0, 1]",
-        0.5,
-        1,
-    ),
-    "mask_tokens.random_replace_prob": Case(
-        lambda v: mask_tokens(random_replace_prob=v, mask_replace_prob=0),
-        "mask_tokens",
-        "random_replace_prob",
-        "in [0, 1]",
-        0.5,
-        1,
-    ),
     "random_masking.mask_ratio": Case(
         lambda v: ssl_fast.random_masking(D["x"], v, seed=0),
         "random_masking",
@@ -129,25 +110,24 @@ REALS = {
         0.75,
         1,
     ),
-    "MLMCollator.mlm_probability": Case(
-        lambda v: collate(mlm_probability=v), "MLMCollator", "mlm_probability", "in [0, 1]", 0.5, 1
-    ),
-    "MLMCollator.mask_replace_prob": Case(
-        lambda v: collate(mask_replace_prob=v, random_replace_prob=0),
-        "MLMCollator",
-        "mask_replace_prob",
-        "in [0, 1]",
-        0.5,
-        1,
-    ),
-    "MLMCollator.random_replace_prob": Case(
-        lambda v: collate(random_replace_prob=v, mask_replace_prob=0),
-        "MLMCollator",
-        "random_replace_prob",
-        "in [0, 1]",
-        0.5,
-        1,
-    ),
+    # The three masking probabilities, the same check in mask_tokens and MLMCollator (the other
+    # share set to 0, so that the two stay within 1 together).
+    **{
+        f"{func}.{arg}": Case(
+            lambda v, call=call, arg=arg, other=other: call(**{arg: v, other: 0}),
+            func,
+            arg,
+            "in [0, 1]",
+            0.5,
+            1,
+        )
+        for func, call in (("mask_tokens", mask_tokens), ("MLMCollator", collate))
+        for arg, other in (
+            ("mlm_probability", "mask_replace_prob"),
+            ("mask_replace_prob", "random_replace_prob"),
+            ("random_replace_prob", "mask_replace_prob"),
+        )
+    },
 }
 
 INTEGERS = {
