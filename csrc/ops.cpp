@@ -46,17 +46,19 @@ TORCH_LIBRARY(ssl_fast, m) {
   // a decision word is below mask_threshold, a random id when it is below
   // random_threshold (cumulative), else the token stays (MaskTokensParams says
   // which word decides); labels hold the original id where selected, -100
-  // elsewhere. mlm_probability only serves exact_count.
+  // elsewhere. mlm_probability only serves exact_count. check_ids: a ValueError, before
+  // anything is written, when an id lies outside [0, vocab_size); without it such ids pass
+  // through (kept, or their own label when selected; never looked up).
   m.def(
       "mask_tokens(Tensor input_ids, Tensor? special_tokens_mask, Tensor? special_ids, "
       "Tensor? word_ids, int mask_token_id, int vocab_size, int select_threshold, "
       "int mask_threshold, int random_threshold, float mlm_probability, bool exact_count, "
-      "bool exclude_special_from_random, int seed, int offset) -> (Tensor, Tensor)");
+      "bool exclude_special_from_random, bool check_ids, int seed, int offset) -> (Tensor, Tensor)");
   m.def(
       "mask_tokens_(Tensor(a!) input_ids, Tensor? special_tokens_mask, Tensor? special_ids, "
       "Tensor? word_ids, int mask_token_id, int vocab_size, int select_threshold, "
       "int mask_threshold, int random_threshold, float mlm_probability, bool exact_count, "
-      "bool exclude_special_from_random, int seed, int offset) -> Tensor");
+      "bool exclude_special_from_random, bool check_ids, int seed, int offset) -> Tensor");
   // MAE's random masking of [N, L, D] patches: keeps the len_keep positions with
   // the smallest noise, in noise order -> (x_kept, mask (1 = removed, float32),
   // ids_restore).

@@ -167,6 +167,18 @@ def _below(lo: torch.Tensor, hi: torch.Tensor, n: int) -> torch.Tensor:
     return (hi * n + ((lo * n) >> 32)) >> 32
 
 
+def _check_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """ValueError unless every id lies in [0, vocab_size), with the kernels' message."""
+    low, high = (int(v) for v in torch.aminmax(input_ids))
+    if low < 0 or high >= vocab_size:
+        ids = input_ids.reshape(-1)
+        bad = ids[(ids < 0) | (ids >= vocab_size)][0].item()
+        raise ValueError(
+            f"mask_tokens: input_ids holds ids outside the vocabulary [0, {vocab_size}), e.g. {bad} "
+            "(check_ids=False lets them pass through)"
+        )
+
+
 def mask_tokens(
     input_ids: torch.Tensor,
     special_tokens_mask: torch.Tensor | None,
@@ -180,10 +192,13 @@ def mask_tokens(
     mlm_probability: float,
     exact_count: bool,
     exclude_special_from_random: bool,
+    check_ids: bool,
     seed: int,
     offset: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """torch.ops.ssl_fast.mask_tokens in PyTorch, with the same bits (see csrc/ops.cpp)."""
+    if check_ids:
+        _check_ids(input_ids, vocab_size)
     ids = input_ids.reshape(-1).long()
     length = input_ids.shape[-1]
     index = torch.arange(ids.numel(), device=ids.device)

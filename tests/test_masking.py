@@ -406,6 +406,7 @@ def op_args(ids: torch.Tensor) -> tuple:
         0.25,
         False,
         False,
+        True,
         11,
         0,
     )

@@ -70,4 +70,11 @@ void check_random_masking(const char* op, const at::Tensor& x, int64_t len_keep)
               "], got ", len_keep);
 }
 
+void ids_outside_vocabulary(const MaskTokensCall& c) {
+  const at::Tensor ids = c.ids.reshape(-1);
+  const int64_t bad = ids.masked_select((ids < 0).logical_or_(ids >= c.params.vocab_size))[0].item<int64_t>();
+  TORCH_CHECK_VALUE(false, "mask_tokens: input_ids holds ids outside the vocabulary [0, ", c.params.vocab_size,
+                    "), e.g. ", bad, " (check_ids=False lets them pass through)");
+}
+
 }  // namespace ssl_fast

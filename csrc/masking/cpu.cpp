@@ -6,7 +6,7 @@
 //
 // mask_tokens reads the ids (and the special-tokens mask) once and writes the
 // masked ids and the labels; ids outside the vocabulary pass through like any
-// other (the Python layer checks them on request, before any write). One
+// other, unless check_ids asked for a vectorised scan of them before any write. One
 // Philox call gives the selection words of 4 tokens, computed 16 or
 // 32 at a time in SIMD lanes (philox_lanes.h). A token selected by its own
 // selection word also takes from that word the choice between mask token,
@@ -19,6 +19,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -64,6 +65,14 @@ struct Below {
   explicit Below(uint64_t t) : max(static_cast<uint32_t>(t - (t > 0))), any(t > 0) {}
   SSL_FAST_INLINE bool operator()(uint32_t u) const { return any & (u <= max); }
 };
+
+// Whether every id is inside the vocabulary: an integer reduction, which GCC vectorises.
+template <typename id_t>
+SSL_FAST_CLONES bool ids_in_vocabulary(const id_t* ids, int64_t n, int64_t vocab_size) {
+  uint64_t outside = 0;
+  for (int64_t i = 0; i < n; ++i) outside |= static_cast<uint64_t>(int64_t(ids[i])) >= uint64_t(vocab_size);
+  return !outside;
+}
 
 // The operands of one call, typed. The parameters are a copy, so that the stores to
 // the outputs cannot alias them and the hot loop keeps them in registers.
@@ -238,6 +247,17 @@ struct RowSorter {
 // The passes of this backend, for MaskingOps (masking/args.h).
 struct Passes {
   static at::Tensor output(const at::Tensor& ids, at::ScalarType dtype) { return empty(ids.sizes(), dtype); }
+
+  static bool in_vocabulary(const MaskTokensCall& c) {
+    std::atomic<bool> inside{true};
+    AT_DISPATCH_INDEX_TYPES(c.ids.scalar_type(), "ssl_fast_mask_tokens_check_cpu", [&] {
+      const index_t* ids = c.ids.const_data_ptr<index_t>();
+      at::parallel_for(0, c.rows * c.length, kTaskWork, [&](int64_t i0, int64_t i1) {
+        if (!ids_in_vocabulary(ids + i0, i1 - i0, c.params.vocab_size)) inside = false;
+      });
+    });
+    return inside.load();
+  }
 
   // out may be c.ids: ids are read before they are written, token by token
   // (exact_count reads a whole row first).

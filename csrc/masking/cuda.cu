@@ -10,7 +10,8 @@
 // int64 token (+1 with a mask). exact_count runs one block per row: it finds
 // the k-th smallest rank key of the row by a binary search on the key (64
 // block-wide counts over the row, which stays in L1/L2), then writes the row.
-// Ids outside the vocabulary pass through (MaskTokensParams::token).
+// Ids outside the vocabulary pass through (MaskTokensParams::token) unless check_ids asks
+// for a reduction over them first (a synchronisation).
 //
 // random_masking runs one block per sample: the noise words of the row go to
 // shared memory and each position counts the positions before it in (word,
@@ -167,6 +168,12 @@ __global__ void gather_kernel(const word_t* x, const int64_t* keep, int64_t L, i
 struct Passes {
   static at::Tensor output(const at::Tensor& ids, at::ScalarType dtype) {
     return at::empty(ids.sizes(), ids.options().dtype(dtype));
+  }
+
+  // One reduction, and a synchronisation to read its result on the host.
+  static bool in_vocabulary(const MaskTokensCall& c) {
+    const auto [low, high] = at::aminmax(c.ids);
+    return low.item<int64_t>() >= 0 && high.item<int64_t>() < c.params.vocab_size;
   }
 
   // out may be c.ids: each token is read before it is written, by the thread that writes it.

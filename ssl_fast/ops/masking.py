@@ -65,19 +65,6 @@ def _special_ids(ids: Iterable[int] | torch.Tensor | None, vocab_size: int, devi
     return torch.tensor(inside, dtype=torch.int64, device=device)
 
 
-def _check_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
-    """ValueError unless every id lies in [0, vocab_size); before any write, so that an
-    in-place call leaves the ids as they were. One pass (and, on CUDA, a synchronisation)."""
-    low, high = (int(v) for v in torch.aminmax(input_ids))
-    if low < 0 or high >= vocab_size:
-        ids = input_ids.reshape(-1)
-        bad = ids[(ids < 0) | (ids >= vocab_size)][0].item()
-        raise ValueError(
-            f"mask_tokens: input_ids holds ids outside the vocabulary [0, {vocab_size}), e.g. {bad} "
-            "(check_ids=False lets them pass through)"
-        )
-
-
 def mask_tokens(
     input_ids: torch.Tensor,
     mask_token_id: int,
@@ -147,8 +134,6 @@ def mask_tokens(
             raise ValueError(f"{name}: exclude_special_from_random needs special_token_ids")
         if specials.numel() >= vocab_size:
             raise ValueError(f"{name}: every id of the vocabulary is special; no random id can be drawn")
-    if check_ids and not torch.compiler.is_compiling():  # a graph cannot raise on the ids' values
-        _check_ids(input_ids, vocab_size)
     args = (
         special_mask,
         specials,
@@ -161,6 +146,7 @@ def mask_tokens(
         p,
         bool(exact_count),
         bool(exclude_special_from_random),
+        bool(check_ids) and not torch.compiler.is_compiling(),  # a graph cannot raise on the ids' values
         seed,
         offset,
     )
