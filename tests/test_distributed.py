@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 import ssl_fast
+from ssl_fast.bench.peers import has_lightly, lightly_loss
 from ssl_fast.distributed import destroy_process_group
 
 WORLD, N, D, T = 2, 5, 6, 0.3
@@ -40,6 +41,32 @@ def _clip(query, key, form: str, **kw) -> list[torch.Tensor]:
     return [loss.detach(), query.grad, key.grad, logit_scale.grad]
 
 
+# DCL without weights, with a per-pair weight_fn that has a gradient, and DCLW (whose weights
+# are a softmax over the local batch, so it equals lightly's, not one process's).
+DCL_FORMS = ("dcl", "custom", "dclw")
+
+
+def _dcl_module(form: str, lightly: bool = False, **kw):
+    if form == "dclw":
+        cls = lightly_loss("dcl_loss", "DCLWLoss") if lightly else ssl_fast.DCLWLoss
+        return cls(0.2, 0.7, **kw)
+    weight_fn = (lambda a, b: ((a - b) ** 2).sum(1)) if form == "custom" else None
+    cls = lightly_loss("dcl_loss", "DCLLoss") if lightly else ssl_fast.DCLLoss
+    return cls(0.2, weight_fn, **kw)
+
+
+def _dcl(z0, z1, form: str, lightly: bool = False, **kw) -> list[torch.Tensor] | None:
+    """The DCL loss of float64 views and its gradients (None where lightly is absent)."""
+    try:
+        module = _dcl_module(form, lightly, **kw)
+    except ImportError:
+        return None
+    z0, z1 = z0.double().requires_grad_(), z1.double().requires_grad_()
+    loss = module(z0, z1)
+    loss.backward()
+    return [loss.detach(), z0.grad, z1.grad]
+
+
 def _in_process_group(rank: int, init_file: str, body, *args) -> None:
     """body(rank, *args) as a rank of a gloo group; what body made is gone before the group
     is destroyed (see destroy_process_group)."""
@@ -63,9 +90,12 @@ def _worker(rank: int, out_dir: str) -> None:
     ddp_loss = ssl_fast.NTXentLoss(T, gather_distributed=True)(out0, out1)
     ddp_loss.backward()
     clip = {form: _clip(x0[own], x1[own], form, gather_distributed=True) for form in CLIP_FORMS}
+    dcl = {(form, lightly): _dcl(x0[own], x1[own], form, lightly == "lightly", gather_distributed=True)
+           for form in DCL_FORMS for lightly in ("ours", "lightly")}
+    dcl = {f"{form} {who}": result for (form, who), result in dcl.items()}
     torch.save(
         {"loss": loss.detach(), "grads": (z0.grad, z1.grad), "ddp_loss": ddp_loss.detach(),
-         "param_grads": [p.grad for p in model.parameters()], "clip": clip},
+         "param_grads": [p.grad for p in model.parameters()], "clip": clip, "dcl": dcl},
         f"{out_dir}/{rank}.pt",
     )
 
@@ -106,6 +136,23 @@ def test_two_processes_equal_one(tmp_path):
             own = slice(rank * N, (rank + 1) * N)
             torch.testing.assert_close(got_dq, WORLD * dq[own])
             torch.testing.assert_close(got_dk, WORLD * dk[own])
+    # DCL: each rank equals lightly's gathered loss (float64, values and gradients) and,
+    # with weights of each pair alone, the relations of NT-Xent with one process.
+    for form in DCL_FORMS:
+        for result in ranks:
+            ours, theirs = result["dcl"][f"{form} ours"], result["dcl"][f"{form} lightly"]
+            assert theirs is not None or not has_lightly()
+            if theirs is not None:
+                for got, want in zip(ours, theirs, strict=True):
+                    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        if form == "dclw":
+            continue
+        full_loss, d0, d1 = _dcl(x0, x1, form)
+        torch.testing.assert_close(sum(r["dcl"][f"{form} ours"][0] for r in ranks) / WORLD, full_loss)
+        for rank, result in enumerate(ranks):
+            own = slice(rank * N, (rank + 1) * N)
+            torch.testing.assert_close(result["dcl"][f"{form} ours"][1], WORLD * d0[own])
+            torch.testing.assert_close(result["dcl"][f"{form} ours"][2], WORLD * d1[own])
 
 
 def test_gathered_info_nce_pairs_query_i_with_key_i():
