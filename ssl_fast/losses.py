@@ -177,16 +177,23 @@ class SupConLoss(nn.Module):
 
     forward(embeddings, labels=None): embeddings [N, D] with labels [N], or [N, V, D] views
     with per-sample labels [N] (None: each sample its own class); see ssl_fast.sup_con.
+    gather_distributed, group: contrast with the rows of every rank.
     """
 
-    def __init__(self, temperature: float = 0.1, reduction: str = "mean"):
+    def __init__(
+        self, temperature: float = 0.1, reduction: str = "mean", gather_distributed: bool = False, group=None
+    ):
         super().__init__()
         temperature_scale("SupConLoss", temperature)
+        if gather_distributed:
+            check_available("SupConLoss")
         self.temperature = float(temperature)
         self.reduction = reduction
+        self.gather_distributed, self.group = gather_distributed, group
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return sup_con(embeddings, labels, self.temperature, self.reduction)
+        return sup_con(embeddings, labels, self.temperature, self.reduction,
+                       gather_distributed=self.gather_distributed, group=self.group)
 
 
 class DCLLoss(nn.Module):

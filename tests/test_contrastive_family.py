@@ -325,7 +325,10 @@ def test_gather_distributed_needs_torch_distributed(monkeypatch, gen):
         "DCLLoss": lambda: ssl_fast.DCLLoss(gather_distributed=True),
         "DCLWLoss": lambda: ssl_fast.DCLWLoss(gather_distributed=True),
         "dcl": lambda: ssl_fast.dcl(z, z, gather_distributed=True),
+        "SupConLoss": lambda: ssl_fast.SupConLoss(gather_distributed=True),
+        "sup_con": lambda: ssl_fast.sup_con(z, torch.arange(4), gather_distributed=True),
     }.items():
         with pytest.raises(ValueError, match=f"^{name}: {lacks} "):
             call()
     ssl_fast.DCLLoss()(z, z)  # no gathering asked, no question
+    ssl_fast.SupConLoss()(z, torch.arange(4))

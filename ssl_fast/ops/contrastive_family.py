@@ -3,7 +3,8 @@
 SupCon (Khosla et al., the L_out form): the loss of a row is its log-sum-exp over every other
 row minus the mean of its positive logits. That mean is the row's dot product with the sum
 of the other unit rows of its class, over their count: a segment sum of the rows sorted by
-label (O(N D) memory and work), never an N x N mask.
+label (O(N D) memory and work), never an N x N mask. Gathered across ranks, each rank's rows
+meet the rows of all ranks, with the class sums of the whole world.
 
 DCL (Yeh et al.): NT-Xent with the positive left out of the denominator. Each row's
 denominator is assembled from op calls that exclude its positive as well as itself, rather
@@ -50,6 +51,9 @@ def sup_con(
     labels: torch.Tensor | None = None,
     temperature: float = 0.1,
     reduction: str = "mean",
+    *,
+    gather_distributed: bool = False,
+    group=None,
 ) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al., L_out) of embeddings z.
 
@@ -62,6 +66,12 @@ def sup_con(
     a batch of one class has loss 0). reduction: 'mean' over the rows that have a loss,
     'sum', or 'none' (z's shape without D). Labels: any integer dtype. Inputs may be float16,
     bfloat16 (accumulated in float32), float32 or float64; the result has their dtype.
+
+    gather_distributed: under torch.distributed, each rank's rows are contrasted with the
+    rows (and labels) of all ranks of `group` (equal batch sizes; labels=None numbers the
+    samples across ranks). 'mean' divides this rank's sum by the world's count of rows with
+    a loss over the world size, so that DDP's averaging yields the global mean and its
+    gradient.
     """
     name = "sup_con"
     if not isinstance(z, torch.Tensor):
@@ -74,36 +84,56 @@ def sup_con(
     check_reduction(name, reduction)
     scale = temperature_scale(name, temperature)
     temperature = float(temperature)
-    labels = _row_labels(name, labels, z)
-    m = len(rows)
-    # Rows of a class side by side, in their order: each class a segment.
-    sorted_labels, order = torch.sort(labels, stable=True)
-    first = torch.ones(1, dtype=torch.long, device=z.device)
-    segment = torch.cat([first - 1, (sorted_labels[1:] != sorted_labels[:-1]).long()]).cumsum(0)
-    sizes = torch.zeros_like(segment).index_add_(0, segment, torch.ones_like(segment))
-    count = sizes.index_select(0, segment)  # the size of each row's class
-    zn, _, lse, _ = contrastive_lse(rows.index_select(0, order), None, scale)
-    positives = _ClassTotals.apply(zn, sizes, segment) - zn
-    mean_positive = row_dot(zn, positives) / temperature / (count - 1).clamp(min=1)
-    has_loss = (count > 1) & (count < m)  # a positive and a negative
+    if gather_distributed:
+        distributed.check_available(name)
+    gathered = gather_distributed and distributed.world_size(group) > 1
+    labels = _row_labels(name, labels, z, z.shape[0] * distributed.rank(group) if gathered else 0)
+    if gathered:
+        own = torch.arange(len(rows), device=z.device) + len(rows) * distributed.rank(group)
+        zn, keys, lse, _ = contrastive_lse(rows, distributed.gather(rows, group), scale, own)
+        world_rows = len(keys)
+        totals, count = _class_totals(keys, distributed.gather(labels, group))
+        with_loss = ((count > 1) & (count < world_rows)).sum().clamp(min=1).double()
+        with_loss = with_loss / distributed.world_size(group)  # the ranks' mean is the world's
+        totals, count = totals.index_select(0, own), count.index_select(0, own)
+    else:
+        zn, _, lse, _ = contrastive_lse(rows, None, scale)
+        world_rows = len(rows)
+        totals, count = _class_totals(zn, labels)
+    mean_positive = row_dot(zn, totals - zn) / temperature / (count - 1).clamp(min=1)
+    has_loss = (count > 1) & (count < world_rows)  # a positive and a negative
+    if not gathered:
+        with_loss = has_loss.sum().clamp(min=1)  # no row with a loss: a mean of 0
     losses = torch.where(has_loss, lse - mean_positive, 0)
     if reduction == "none":
-        restore = torch.empty_like(order).scatter_(0, order, torch.arange(m, device=z.device))
-        return losses.index_select(0, restore).view(z.shape[:-1]).to(z.dtype)
+        return losses.view(z.shape[:-1]).to(z.dtype)
     total = reduce_rows(losses, "sum", torch.float64)
     if reduction == "mean":
-        total = total / has_loss.sum().clamp(min=1)  # no row with a loss: 0
+        total = total / with_loss
     return total.to(z.dtype)
 
 
-def _row_labels(name: str, labels, z: torch.Tensor) -> torch.Tensor:
-    """The int64 label of every row of z (rows of [N, V, D] sample by sample)."""
+def _class_totals(rows: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row, the sum of the rows of its class (itself included) and their count."""
+    # Rows of a class side by side, in their order: each class a segment.
+    sorted_labels, order = torch.sort(labels, stable=True)
+    first = torch.zeros(1, dtype=torch.long, device=labels.device)
+    segment = torch.cat([first, (sorted_labels[1:] != sorted_labels[:-1]).long()]).cumsum(0)
+    sizes = torch.zeros_like(segment).index_add_(0, segment, torch.ones_like(segment))
+    totals = _ClassTotals.apply(rows.index_select(0, order), sizes, segment)
+    restore = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device))
+    return totals.index_select(0, restore), sizes.index_select(0, segment).index_select(0, restore)
+
+
+def _row_labels(name: str, labels, z: torch.Tensor, first: int) -> torch.Tensor:
+    """The int64 label of every row of z (rows of [N, V, D] sample by sample); without
+    labels, samples are numbered from `first`."""
     n = z.shape[0]
     if labels is None:
         if z.dim() == 2:
             raise ValueError(f"{name}: [N, D] embeddings need labels; without them pass [N, V, D] views "
                              "(the views of a sample are its positives)")
-        labels = torch.arange(n, device=z.device)
+        labels = torch.arange(first, first + n, device=z.device)
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"{name}: labels must be a Tensor, got {type(labels).__name__}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
