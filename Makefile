@@ -39,6 +39,9 @@ $(VENV)/.test-ready: $(VENV)/.ready
 	# lightly's NTXentLoss, the reference of the drop-in test. Its loss modules need only
 	# torch; its declared dependencies (torchvision, lightning, ...) would pull another torch.
 	$(PY) -m pip install -q --no-deps "lightly==1.6.0"
+	# pytorch-metric-learning's SupConLoss, the reference of SupConLoss's drop-in test; its
+	# dependencies (numpy, scikit-learn, tqdm, torch) are here already, --no-deps keeps this torch.
+	$(PY) -m pip install -q --no-deps "pytorch-metric-learning==2.9.0"
 	touch $@
 
 venv: $(VENV)/.ready

@@ -1,4 +1,5 @@
-"""NT-Xent: ssl_fast against the materialised formula and inf_cl.
+"""NT-Xent: ssl_fast against the materialised formula and inf_cl; SupCon and DCL against the
+formulas, pytorch-metric-learning, lightly, and ssl_fast's NT-Xent.
 
 Cases and providers: ssl_fast.bench.contrastive.
 """

@@ -3,20 +3,25 @@
 from ._ext import empty_cache
 from .collate import MLMCollator
 from .info import backend_info
-from .losses import InfoNCELoss, MSELoss, NTXentLoss, SmoothL1Loss
+from .losses import DCLLoss, DCLWLoss, InfoNCELoss, MSELoss, NTXentLoss, SmoothL1Loss, SupConLoss
 from .ops.contrastive import info_nce, nt_xent
+from .ops.contrastive_family import dcl, sup_con
 from .ops.masking import mask_tokens, random_masking
 from .ops.mlm_loss import mlm_loss
 from .ops.regression import mse_loss, smooth_l1_loss
 
 __version__ = "0.1.0"
 __all__ = [
+    "DCLLoss",
+    "DCLWLoss",
     "InfoNCELoss",
     "MLMCollator",
     "MSELoss",
     "NTXentLoss",
     "SmoothL1Loss",
+    "SupConLoss",
     "backend_info",
+    "dcl",
     "empty_cache",
     "info_nce",
     "mask_tokens",
@@ -25,4 +30,5 @@ __all__ = [
     "nt_xent",
     "random_masking",
     "smooth_l1_loss",
+    "sup_con",
 ]

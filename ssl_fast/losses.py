@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -10,6 +12,7 @@ from torch import nn
 from . import _checks
 from .distributed import check_available, gather
 from .ops.contrastive import contrastive_lse, info_nce, nt_xent, temperature_scale
+from .ops.contrastive_family import dcl, negative_mises_fisher_weights, sup_con
 from .ops.reduction import reduce_rows, row_dot
 from .ops.regression import mse_loss, smooth_l1_loss
 
@@ -166,3 +169,72 @@ class InfoNCELoss(nn.Module):
             query, key, self.temperature, labels, self.symmetric, self.logit_scale, self.reduction,
             gather_distributed=self.gather_distributed, group=self.group,
         )
+
+
+class SupConLoss(nn.Module):
+    """Drop-in for pytorch-metric-learning's SupConLoss (cosine similarity, its default
+    AvgNonZeroReducer) running ssl_fast.sup_con.
+
+    forward(embeddings, labels=None): embeddings [N, D] with labels [N], or [N, V, D] views
+    with per-sample labels [N] (None: each sample its own class); see ssl_fast.sup_con.
+    gather_distributed, group: contrast with the rows of every rank.
+    """
+
+    def __init__(
+        self, temperature: float = 0.1, reduction: str = "mean", gather_distributed: bool = False, group=None
+    ):
+        super().__init__()
+        temperature_scale("SupConLoss", temperature)
+        if gather_distributed:
+            check_available("SupConLoss")
+        self.temperature = float(temperature)
+        self.reduction = reduction
+        self.gather_distributed, self.group = gather_distributed, group
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return sup_con(embeddings, labels, self.temperature, self.reduction,
+                       gather_distributed=self.gather_distributed, group=self.group)
+
+
+class DCLLoss(nn.Module):
+    """Drop-in for lightly's DCLLoss running ssl_fast.dcl (decoupled contrastive learning).
+
+    temperature: > 0. weight_fn: lightly's weighting of the positive term (None: DCL).
+    gather_distributed, group: contrast with the embeddings of every rank (see ssl_fast.dcl).
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        weight_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        gather_distributed: bool = False,
+        group=None,
+    ):
+        super().__init__()
+        temperature_scale(type(self).__name__, temperature)
+        if weight_fn is not None and not callable(weight_fn):
+            raise TypeError(f"{type(self).__name__}: weight_fn must be callable or None, got "
+                            f"{type(weight_fn).__name__}")
+        if gather_distributed:
+            check_available(type(self).__name__)
+        self.temperature = float(temperature)
+        self.weight_fn = weight_fn
+        self.gather_distributed = gather_distributed
+        self.group = group
+
+    def forward(self, out0: torch.Tensor, out1: torch.Tensor) -> torch.Tensor:
+        return dcl(out0, out1, self.temperature, self.weight_fn,
+                   gather_distributed=self.gather_distributed, group=self.group)
+
+
+class DCLWLoss(DCLLoss):
+    """Drop-in for lightly's DCLWLoss: DCL with the negative von Mises-Fisher weights of
+    sigma > 0 (ssl_fast.ops.contrastive_family.negative_mises_fisher_weights)."""
+
+    def __init__(
+        self, temperature: float = 0.1, sigma: float = 0.5, gather_distributed: bool = False, group=None
+    ):
+        sigma = _checks.real("DCLWLoss", "sigma", sigma, "> 0 and finite", lambda s: 0 < s < math.inf)
+        weights = partial(negative_mises_fisher_weights, sigma=sigma)
+        super().__init__(temperature, weights, gather_distributed, group)
+        self.sigma = sigma

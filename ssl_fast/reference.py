@@ -118,6 +118,57 @@ def info_nce(
     return loss.sum() if reduction == "sum" else loss.mean()
 
 
+
+def _reduce(rows: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return rows
+    return rows.sum() if reduction == "sum" else rows.mean()
+
+
+def sup_con(
+    z: torch.Tensor, labels: torch.Tensor | None = None, temperature: float = 0.1, reduction: str = "mean"
+) -> torch.Tensor:
+    """The materialised SupCon (L_out) formula: all M x M cosine logits, an M x M mask of
+    positives; each row's loss is its log-sum-exp over the other rows minus the mean logit of
+    its positives; a row without a positive or a negative is 0 and left out of the mean."""
+    shape = z.shape[:-1]
+    if labels is None:
+        labels = torch.arange(z.shape[0], device=z.device)
+    if z.dim() == 3:
+        labels, z = labels.repeat_interleave(z.shape[1]), z.flatten(0, 1)
+    zn = F.normalize(z, dim=1)
+    logits = (zn @ zn.T) / temperature
+    itself = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    positive = (labels[:, None] == labels[None, :]) & ~itself
+    lse = torch.logsumexp(logits.masked_fill(itself, float("-inf")), 1)
+    count = positive.sum(1)
+    rows = lse - torch.where(positive, logits, 0).sum(1) / count.clamp(min=1)
+    has_loss = (count > 0) & (count < len(z) - 1)
+    rows = torch.where(has_loss, rows, 0)
+    if reduction == "mean":
+        return rows.sum() / has_loss.sum().clamp(min=1)
+    return _reduce(rows, reduction).reshape(shape if reduction == "none" else ())
+
+
+def dcl(
+    z0: torch.Tensor, z1: torch.Tensor, temperature: float = 0.1, weight_fn=None, reduction: str = "mean"
+) -> torch.Tensor:
+    """The materialised DCL formula: the 2N x 2N cosine logits with each row's own and positive
+    entries masked out of its log-sum-exp, minus its (weighted) positive logit."""
+    n = len(z0)
+    z = F.normalize(torch.cat([z0, z1]), dim=1)
+    logits = (z @ z.T) / temperature
+    rows = torch.arange(2 * n, device=z.device)
+    partner = (rows + n) % (2 * n)
+    excluded = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    excluded[rows, partner] = True
+    pos = logits[rows, partner]
+    if weight_fn is not None:
+        z0n, z1n = z[:n], z[n:]
+        pos = pos * torch.cat([weight_fn(z0n, z1n).expand(n), weight_fn(z1n, z0n).expand(n)])
+    return _reduce(torch.logsumexp(logits.masked_fill(excluded, float("-inf")), 1) - pos, reduction)
+
+
 # -- masking: Philox-4x32-10 in int64 arithmetic, bit for bit the generator of csrc/common/philox.h
 
 _PHILOX_MUL = (0xD2511F53, 0xCD9E8D57)

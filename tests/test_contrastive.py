@@ -12,6 +12,7 @@ from conftest import FLOAT_DTYPES, assert_accurate, randn, requires_cuda
 
 import ssl_fast
 from ssl_fast import reference
+from ssl_fast.bench.peers import lightly_loss
 
 ops = torch.ops.ssl_fast
 
@@ -460,40 +461,11 @@ def test_memory_bank_lazy_dimension(gen):
 
 
 def _lightly_ntxent():
-    """lightly's NTXentLoss class. Its loss modules need only torch, but its package imports
-    torchvision, which has no build for every torch; then the two modules load on their own,
-    with a stand-in for the one torchvision name they import."""
+    """lightly's NTXentLoss class (see ssl_fast.bench.peers); the test skips without lightly."""
     try:
-        from lightly.loss import NTXentLoss
+        return lightly_loss("ntx_ent_loss", "NTXentLoss")
     except ImportError:
-        pass
-    else:
-        return NTXentLoss
-    import importlib
-    import importlib.machinery
-    import sys
-    import types
-
-    spec = importlib.machinery.PathFinder.find_spec("lightly")  # not the half-imported package
-    if spec is None:
         pytest.skip("lightly is not installed")
-    root = spec.submodule_search_locations[0]
-    saved = {name: m for name, m in sys.modules.items() if name.startswith(("lightly", "torchvision"))}
-    try:
-        for name in ("lightly", "lightly.loss", "lightly.models", "lightly.models.modules", "lightly.utils"):
-            module = types.ModuleType(name)
-            module.__path__ = [f"{root}/{name.partition('.')[2].replace('.', '/')}".rstrip("/")]
-            sys.modules[name] = module
-        if importlib.machinery.PathFinder.find_spec("torchvision") is None:
-            ops_stub = types.ModuleType("torchvision.ops")
-            ops_stub.StochasticDepth = object
-            sys.modules["torchvision"] = types.ModuleType("torchvision")
-            sys.modules["torchvision.ops"] = ops_stub
-        return importlib.import_module("lightly.loss.ntx_ent_loss").NTXentLoss
-    finally:
-        for name in [n for n in sys.modules if n.startswith(("lightly", "torchvision"))]:
-            del sys.modules[name]
-        sys.modules.update(saved)
 
 
 @pytest.mark.parametrize("bank", [0, (64, 8)], ids=["simclr", "memory-bank"])

@@ -125,6 +125,31 @@ def test_memory_bank(gen):
     assert_same_bits_for_any_thread_count(loss, leaves(out0, out1), "NTXentLoss with a memory bank")
 
 
+# SupCon: rows with labels, and views of samples; few classes (long class sums), many
+# (most rows alone in theirs), rows around the 256-row tile.
+SUP_CON_CASES = {"few classes": ((700,), 5), "many classes": ((300,), 250), "views": ((129, 3), 17)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("case", SUP_CON_CASES, ids=str)
+def test_sup_con(case, reduction, dtype, gen):
+    rows, classes = SUP_CON_CASES[case]
+    z = randn(*rows, 40, gen=gen, dtype=dtype)
+    labels = torch.randint(0, classes, rows[:1], generator=gen)
+    assert_same_bits_for_any_thread_count(
+        lambda x: ssl_fast.sup_con(x, labels, 0.1, reduction), leaves(z), f"sup_con {case} {dtype}"
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("loss", ["DCLLoss", "DCLWLoss"])
+@pytest.mark.parametrize("n,d", [(2, 8), (129, 7), (700, 40)], ids=str)
+def test_dcl(n, d, loss, dtype, gen):
+    z0, z1 = (randn(n, d, gen=gen, dtype=dtype) for _ in range(2))
+    assert_same_bits_for_any_thread_count(getattr(ssl_fast, loss)(0.1), leaves(z0, z1), f"{loss} {n}x{d}")
+
+
 @pytest.mark.parametrize("loss", ["smooth_l1_loss", "mse_loss"])
 def test_regression_loss_with_fractional_mask(loss, gen):
     """A float mask over 60000 positions: its sum is a reduction the threads would split."""
@@ -159,6 +184,8 @@ ISA_TESTS = [
     "tests/test_contrastive.py::test_info_nce_matches_formula",
     "tests/test_contrastive.py::test_nt_xent_temperatures",
     "tests/test_contrastive.py::test_gradcheck_nt_xent",
+    "tests/test_contrastive_family.py::test_sup_con_matches_formula",
+    "tests/test_contrastive_family.py::test_dcl_matches_formula",
     "tests/test_masking.py::test_vector_tails_match_reference",
     "tests/test_masking.py::test_same_bits_for_any_thread_count",
 ]

@@ -1,4 +1,5 @@
-"""NT-Xent and training across 2 CPU processes (gloo) equal one process on the concatenated batch."""
+"""NT-Xent, InfoNCE, DCL, SupCon and training across 2 CPU processes (gloo) equal one process on
+the concatenated batch."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 import ssl_fast
+from ssl_fast.bench.peers import has_lightly, lightly_loss
 from ssl_fast.distributed import destroy_process_group
 
 WORLD, N, D, T = 2, 5, 6, 0.3
@@ -40,6 +42,46 @@ def _clip(query, key, form: str, **kw) -> list[torch.Tensor]:
     return [loss.detach(), query.grad, key.grad, logit_scale.grad]
 
 
+# DCL without weights, with a per-pair weight_fn that has a gradient, and DCLW (whose weights
+# are a softmax over the local batch, so it equals lightly's, not one process's).
+DCL_FORMS = ("dcl", "custom", "dclw")
+
+
+def _dcl_module(form: str, lightly: bool = False, **kw):
+    if form == "dclw":
+        cls = lightly_loss("dcl_loss", "DCLWLoss") if lightly else ssl_fast.DCLWLoss
+        return cls(0.2, 0.7, **kw)
+    weight_fn = (lambda a, b: ((a - b) ** 2).sum(1)) if form == "custom" else None
+    cls = lightly_loss("dcl_loss", "DCLLoss") if lightly else ssl_fast.DCLLoss
+    return cls(0.2, weight_fn, **kw)
+
+
+def _dcl(z0, z1, form: str, lightly: bool = False, **kw) -> list[torch.Tensor] | None:
+    """The DCL loss of float64 views and its gradients (None where lightly is absent)."""
+    try:
+        module = _dcl_module(form, lightly, **kw)
+    except ImportError:
+        return None
+    z0, z1 = z0.double().requires_grad_(), z1.double().requires_grad_()
+    loss = module(z0, z1)
+    loss.backward()
+    return [loss.detach(), z0.grad, z1.grad]
+
+
+# SupCon on the two views of each sample as [N, 2, D]: classes shared across the ranks, and
+# labels=None (each sample its own class, numbered across the ranks).
+SUP_CON_LABELS = ("classes", "samples")
+
+
+def _sup_con(x0, x1, labels: str, first: int, **kw) -> list[torch.Tensor]:
+    """SupCon's mean and its gradient, and the row losses, of float64 views."""
+    z = torch.stack([x0, x1], 1).double().requires_grad_()
+    y = (torch.arange(len(z)) + first) % 3 if labels == "classes" else None
+    loss = ssl_fast.SupConLoss(0.2, **kw)(z, y)
+    loss.backward()
+    return [loss.detach(), z.grad, ssl_fast.sup_con(z, y, 0.2, "none", **kw).detach()]
+
+
 def _in_process_group(rank: int, init_file: str, body, *args) -> None:
     """body(rank, *args) as a rank of a gloo group; what body made is gone before the group
     is destroyed (see destroy_process_group)."""
@@ -63,9 +105,14 @@ def _worker(rank: int, out_dir: str) -> None:
     ddp_loss = ssl_fast.NTXentLoss(T, gather_distributed=True)(out0, out1)
     ddp_loss.backward()
     clip = {form: _clip(x0[own], x1[own], form, gather_distributed=True) for form in CLIP_FORMS}
+    family = {(form, lightly): _dcl(x0[own], x1[own], form, lightly == "lightly", gather_distributed=True)
+           for form in DCL_FORMS for lightly in ("ours", "lightly")}
+    family = {f"{form} {who}": result for (form, who), result in family.items()}
+    family.update({f"sup_con {labels}": _sup_con(x0[own], x1[own], labels, rank * N, gather_distributed=True)
+                for labels in SUP_CON_LABELS})
     torch.save(
         {"loss": loss.detach(), "grads": (z0.grad, z1.grad), "ddp_loss": ddp_loss.detach(),
-         "param_grads": [p.grad for p in model.parameters()], "clip": clip},
+         "param_grads": [p.grad for p in model.parameters()], "clip": clip, "family": family},
         f"{out_dir}/{rank}.pt",
     )
 
@@ -106,6 +153,32 @@ def test_two_processes_equal_one(tmp_path):
             own = slice(rank * N, (rank + 1) * N)
             torch.testing.assert_close(got_dq, WORLD * dq[own])
             torch.testing.assert_close(got_dk, WORLD * dk[own])
+    # DCL: each rank equals lightly's gathered loss (float64, values and gradients) and,
+    # with weights of each pair alone, the relations of NT-Xent with one process.
+    for form in DCL_FORMS:
+        for result in ranks:
+            ours, theirs = result["family"][f"{form} ours"], result["family"][f"{form} lightly"]
+            assert theirs is not None or not has_lightly()
+            if theirs is not None:
+                for got, want in zip(ours, theirs, strict=True):
+                    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        if form == "dclw":
+            continue
+        full_loss, d0, d1 = _dcl(x0, x1, form)
+        torch.testing.assert_close(sum(r["family"][f"{form} ours"][0] for r in ranks) / WORLD, full_loss)
+        for rank, result in enumerate(ranks):
+            own = slice(rank * N, (rank + 1) * N)
+            torch.testing.assert_close(result["family"][f"{form} ours"][1], WORLD * d0[own])
+            torch.testing.assert_close(result["family"][f"{form} ours"][2], WORLD * d1[own])
+    # SupCon: the same relations (the mean over the world's rows with a loss), and the rows.
+    for labels in SUP_CON_LABELS:
+        full_loss, dz, full_rows = _sup_con(x0, x1, labels, 0)
+        got = [r["family"][f"sup_con {labels}"] for r in ranks]
+        torch.testing.assert_close(sum(g[0] for g in got) / WORLD, full_loss)
+        for rank, (_, got_dz, got_rows) in enumerate(got):
+            own = slice(rank * N, (rank + 1) * N)
+            torch.testing.assert_close(got_dz, WORLD * dz[own])
+            torch.testing.assert_close(got_rows, full_rows[own])
 
 
 def test_gathered_info_nce_pairs_query_i_with_key_i():

@@ -10,18 +10,23 @@ Providers:
   ssl_fast-tiled  CUDA only: SSL_FAST_CONTRASTIVE_KERNEL=tiled (stage 1, cuBLAS strips);
   inf_cl          CUDA only, when the inf_cl package is installed: its cal_inf_loss on the
                   same 2N x 2N logits (see nt_xent_inf_cl).
+
+SupCon and DCL (below): on the same inputs, beside a peer library and ssl_fast's NT-Xent.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
 import torch.nn.functional as F
 
 import ssl_fast
+from ssl_fast import reference
 
 from .harness import Case, OpBench, Shape
+from .peers import has_lightly, lightly_loss
 
 TEMPERATURE = 0.5
 KERNEL_ENV = "SSL_FAST_CONTRASTIVE_KERNEL"
@@ -136,6 +141,124 @@ BENCHES = [
     ),
 ]
 
+
+# ----------------------------------------------------------------- SupCon, DCL
+# On nt_xent's inputs z0, z1 ([N, D], two views of N samples: 2N rows) at one temperature,
+# beside ssl_fast.nt_xent ("ssl_fast-NTXent") for the time of the same tiles. SupCon takes
+# the two views of each sample with labels of SUP_CON_CLASSES classes (CIFAR-100's count).
+# Providers:
+#   torch                    the materialised formulas of ssl_fast.reference;
+#   ssl_fast                 ssl_fast.sup_con / ssl_fast.dcl;
+#   pytorch-metric-learning  its SupConLoss (CosineSimilarity, AvgNonZeroReducer) on the
+#                            2N rows and their labels;
+#   lightly                  its DCLLoss.
+
+FAMILY_TEMPERATURE = 0.1
+SUP_CON_CLASSES = 100
+
+
+def _sup_con_labels(z: torch.Tensor) -> torch.Tensor:
+    return torch.arange(len(z), device=z.device) % SUP_CON_CLASSES
+
+
+def sup_con_ssl_fast(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    return ssl_fast.sup_con(torch.stack([z0, z1], 1), _sup_con_labels(z0), FAMILY_TEMPERATURE)
+
+
+def sup_con_torch(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    return reference.sup_con(torch.stack([z0, z1], 1), _sup_con_labels(z0), FAMILY_TEMPERATURE)
+
+
+def sup_con_pml(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    from pytorch_metric_learning.losses import SupConLoss
+
+    return SupConLoss(FAMILY_TEMPERATURE)(torch.cat([z0, z1]), _sup_con_labels(z0).repeat(2))
+
+
+def dcl_ssl_fast(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    return ssl_fast.dcl(z0, z1, FAMILY_TEMPERATURE)
+
+
+def dcl_torch(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    return reference.dcl(z0, z1, FAMILY_TEMPERATURE)
+
+
+@functools.cache
+def _lightly_dcl() -> torch.nn.Module:
+    return lightly_loss("dcl_loss", "DCLLoss")(FAMILY_TEMPERATURE)
+
+
+def dcl_lightly(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    return _lightly_dcl()(z0, z1)
+
+
+def nt_xent_beside(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    """ssl_fast.nt_xent at the family's temperature."""
+    return ssl_fast.nt_xent(z0, z1, FAMILY_TEMPERATURE)
+
+
+# The materialised formulas' peak at 2N = M rows, measured on the CPU (fp32, forward and
+# backward; see benchmarks/RESULTS.md): bytes per M^2. Cases whose estimate exceeds the
+# budget are recorded as out of memory rather than run into swap.
+_FAMILY_BYTES_PER_M2 = {"torch": 28, "pytorch-metric-learning": 44, "lightly": 24}
+_FAMILY_CPU_BUDGET = 8 * 2**30
+
+
+def _family_skip(case: Case) -> str | None:
+    if case.provider == "lightly" and not has_lightly():
+        return "lightly is not installed"
+    return None
+
+
+def _family_too_large(case: Case) -> str | None:
+    per_m2 = _FAMILY_BYTES_PER_M2.get(case.provider)
+    if per_m2 is None or case.device != "cpu":
+        return None
+    need = per_m2 * (2 * case.shape[0]) ** 2
+    if need > _FAMILY_CPU_BUDGET:
+        return (f"{case.provider} would need about {need / 2**30:.0f} GiB ({per_m2} bytes per element of "
+                f"the {2 * case.shape[0]}^2 matrix), above the {_FAMILY_CPU_BUDGET / 2**30:.0f} GiB budget")
+    return None
+
+
+FAMILY_CASES = {
+    "cpu": (((1024, 128), "float32"), ((2048, 128), "float32"), ((4096, 128), "float32"),
+            ((8192, 128), "float32")),
+    "cuda": tuple(((n, 128), dtype) for n in (4096, 32768) for dtype in ("bfloat16", "float32")),
+}
+
+BENCHES += [
+    OpBench(
+        "sup_con",
+        {
+            "torch": "ssl_fast.bench.contrastive:sup_con_torch",
+            "ssl_fast": "ssl_fast.bench.contrastive:sup_con_ssl_fast",
+            "pytorch-metric-learning": "ssl_fast.bench.contrastive:sup_con_pml",
+            "ssl_fast-NTXent": "ssl_fast.bench.contrastive:nt_xent_beside",
+        },
+        FAMILY_CASES,
+        n_inputs=2,
+        n_grad_inputs=2,
+        max_rounds=3,
+        requires={"pytorch-metric-learning": "pytorch_metric_learning"},
+        too_large=_family_too_large,
+    ),
+    OpBench(
+        "dcl",
+        {
+            "torch": "ssl_fast.bench.contrastive:dcl_torch",
+            "ssl_fast": "ssl_fast.bench.contrastive:dcl_ssl_fast",
+            "lightly": "ssl_fast.bench.contrastive:dcl_lightly",
+            "ssl_fast-NTXent": "ssl_fast.bench.contrastive:nt_xent_beside",
+        },
+        FAMILY_CASES,
+        n_inputs=2,
+        n_grad_inputs=2,
+        max_rounds=3,
+        skip=_family_skip,
+        too_large=_family_too_large,
+    ),
+]
 
 def test_contrastive(case, measure):
     measure(case)

@@ -97,7 +97,8 @@ def contrastive_lse(
 # ----------------------------------------------------------------- argument checks
 
 
-def _check_embeddings(name: str, **tensors: torch.Tensor) -> None:
+def check_embeddings(name: str, **tensors: torch.Tensor) -> None:
+    """Each tensor a non-empty 2-D floating-point [batch, features] batch, all on one device."""
     device = None
     for what, t in tensors.items():
         if not isinstance(t, torch.Tensor):
@@ -116,7 +117,8 @@ def _check_embeddings(name: str, **tensors: torch.Tensor) -> None:
         device = t.device
 
 
-def _check_reduction(name: str, reduction: str) -> None:
+def check_reduction(name: str, reduction: str) -> None:
+    """reduction is 'mean', 'sum' or 'none'."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
@@ -158,12 +160,12 @@ def nt_xent(
     averaging yields the gradient of the global mean.
     """
     name = "nt_xent"
-    _check_embeddings(name, z0=z0, z1=z1)
+    check_embeddings(name, z0=z0, z1=z1)
     if z0.shape != z1.shape:
         raise ValueError(
             f"{name}: z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}"
         )
-    _check_reduction(name, reduction)
+    check_reduction(name, reduction)
     scale = temperature_scale(name, temperature)
     temperature = float(temperature)
     if gather_distributed:
@@ -246,13 +248,13 @@ def info_nce(
     the gradient of the global mean.
     """
     name = "info_nce"
-    _check_embeddings(name, query=query, key=key)
+    check_embeddings(name, query=query, key=key)
     if query.shape[1] != key.shape[1]:
         raise ValueError(
             f"{name}: query has {query.shape[1]} features but key has {key.shape[1]} "
             f"(shapes {tuple(query.shape)} and {tuple(key.shape)})"
         )
-    _check_reduction(name, reduction)
+    check_reduction(name, reduction)
     if gather_distributed:
         distributed.check_available(name)
     labels = _check_labels(name, labels, len(query), len(key), query.device)
