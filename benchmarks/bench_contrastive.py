@@ -1,4 +1,5 @@
-"""NT-Xent: ssl_fast against the materialised formula and inf_cl.
+"""NT-Xent (against the materialised formula and inf_cl) and SigLIP (against the materialised
+formula and open_clip's SigLipLoss).
 
 Cases and providers: ssl_fast.bench.contrastive.
 """

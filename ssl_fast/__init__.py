@@ -3,11 +3,12 @@
 from ._ext import empty_cache
 from .collate import MLMCollator
 from .info import backend_info
-from .losses import InfoNCELoss, MSELoss, NTXentLoss, SmoothL1Loss
+from .losses import InfoNCELoss, MSELoss, NTXentLoss, SigLipLoss, SmoothL1Loss
 from .ops.contrastive import info_nce, nt_xent
 from .ops.masking import mask_tokens, random_masking
 from .ops.mlm_loss import mlm_loss
 from .ops.regression import mse_loss, smooth_l1_loss
+from .ops.siglip import siglip
 
 __version__ = "0.1.0"
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "MLMCollator",
     "MSELoss",
     "NTXentLoss",
+    "SigLipLoss",
     "SmoothL1Loss",
     "backend_info",
     "empty_cache",
@@ -24,5 +26,6 @@ __all__ = [
     "mse_loss",
     "nt_xent",
     "random_masking",
+    "siglip",
     "smooth_l1_loss",
 ]

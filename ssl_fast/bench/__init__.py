@@ -12,6 +12,7 @@ OPS = {
     "smooth_l1": ("regression", "smooth_l1"),
     "mse": ("regression", "mse"),
     "nt_xent": ("contrastive", "nt_xent"),
+    "siglip": ("contrastive", "siglip"),
     "mask_tokens": ("masking", "mask_tokens"),  # both variants (with and without a special mask)
     "random_masking": ("masking", "random_masking"),
     "simclr_batch": ("batch", "simclr_batch"),  # largest batch in a memory budget, chunked or not
