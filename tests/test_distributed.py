@@ -1,7 +1,9 @@
-"""NT-Xent and training across 2 CPU processes (gloo) equal one process on the concatenated batch."""
+"""NT-Xent, InfoNCE, SigLIP and training across 2 CPU processes (gloo) equal one process on the
+concatenated batch."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -40,6 +42,16 @@ def _clip(query, key, form: str, **kw) -> list[torch.Tensor]:
     return [loss.detach(), query.grad, key.grad, logit_scale.grad]
 
 
+def _siglip(img, txt, module: bool = False, **kw) -> list[torch.Tensor]:
+    """SigLIP with a learnable scale and bias: the loss and the gradients of img, txt, scale, bias."""
+    img, txt = img.clone().requires_grad_(), txt.clone().requires_grad_()
+    scale, bias = torch.tensor(2.0, requires_grad=True), torch.tensor(-1.5, requires_grad=True)
+    loss_fn = ssl_fast.SigLipLoss(**kw) if module else functools.partial(ssl_fast.siglip, **kw)
+    loss = loss_fn(img, txt, scale, bias)
+    loss.backward()
+    return [loss.detach(), img.grad, txt.grad, scale.grad, bias.grad]
+
+
 def _in_process_group(rank: int, init_file: str, body, *args) -> None:
     """body(rank, *args) as a rank of a gloo group; what body made is gone before the group
     is destroyed (see destroy_process_group)."""
@@ -63,9 +75,13 @@ def _worker(rank: int, out_dir: str) -> None:
     ddp_loss = ssl_fast.NTXentLoss(T, gather_distributed=True)(out0, out1)
     ddp_loss.backward()
     clip = {form: _clip(x0[own], x1[own], form, gather_distributed=True) for form in CLIP_FORMS}
+    siglip = {
+        "functional": _siglip(x0[own], x1[own], gather_distributed=True),
+        "module": _siglip(x0[own], x1[own], module=True, rank=rank, world_size=WORLD),
+    }
     torch.save(
         {"loss": loss.detach(), "grads": (z0.grad, z1.grad), "ddp_loss": ddp_loss.detach(),
-         "param_grads": [p.grad for p in model.parameters()], "clip": clip},
+         "param_grads": [p.grad for p in model.parameters()], "clip": clip, "siglip": siglip},
         f"{out_dir}/{rank}.pt",
     )
 
@@ -106,6 +122,18 @@ def test_two_processes_equal_one(tmp_path):
             own = slice(rank * N, (rank + 1) * N)
             torch.testing.assert_close(got_dq, WORLD * dq[own])
             torch.testing.assert_close(got_dk, WORLD * dk[own])
+    # SigLIP (each rank's images against every rank's texts): the same relations, for the
+    # scale and the bias too.
+    full_loss, dimg, dtxt, dscale, dbias = _siglip(x0, x1)
+    for form in ("functional", "module"):
+        got = [r["siglip"][form] for r in ranks]
+        torch.testing.assert_close(sum(g[0] for g in got) / WORLD, full_loss)
+        torch.testing.assert_close(sum(g[3] for g in got) / WORLD, dscale)
+        torch.testing.assert_close(sum(g[4] for g in got) / WORLD, dbias)
+        for rank, (_, got_dimg, got_dtxt, _, _) in enumerate(got):
+            own = slice(rank * N, (rank + 1) * N)
+            torch.testing.assert_close(got_dimg, WORLD * dimg[own])
+            torch.testing.assert_close(got_dtxt, WORLD * dtxt[own])
 
 
 def test_gathered_info_nce_pairs_query_i_with_key_i():
