@@ -42,7 +42,7 @@ struct AddRowSums {
 };
 
 __device__ __forceinline__ RowSums shfl_down(const RowSums& v, int offset) {
-  return {shfl_down(v.loss, offset), shfl_down(v.g_dot_s, offset), shfl_down(v.g_sum, offset)};
+  return {cuda::shfl_down(v.loss, offset), cuda::shfl_down(v.g_dot_s, offset), cuda::shfl_down(v.g_sum, offset)};
 }
 
 // Strip row blockIdx.x (global row r0 + blockIdx.x) of the logits s [b, cols]: its loss
@@ -107,7 +107,10 @@ SiglipSums run_strips(const SiglipCall& c, bool want_loss, std::array<bool, 4> g
     row_kernel<T><<<blocks(b, 1), kThreads, 0, stream>>>(
         s.data_ptr<T>(), c.cols, r0, c.offset, T(c.scale), T(c.bias), want_grad, sums.data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    if (grads[0]) at::mm_out(out.dimg.narrow(0, r0, b), s, c.txt).mul_(alpha);
+    if (grads[0]) {
+      at::Tensor dimg = out.dimg.narrow(0, r0, b);
+      at::mm_out(dimg, s, c.txt).mul_(alpha);
+    }
     if (grads[1]) out.dtxt.addmm_(s.t(), img, 1, alpha);
   }
   at::Tensor totals = at::empty({3}, opts.dtype(at::kDouble));
