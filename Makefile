@@ -42,6 +42,9 @@ $(VENV)/.test-ready: $(VENV)/.ready
 	# pytorch-metric-learning's SupConLoss, the reference of SupConLoss's drop-in test; its
 	# dependencies (numpy, scikit-learn, tqdm, torch) are here already, --no-deps keeps this torch.
 	$(PY) -m pip install -q --no-deps "pytorch-metric-learning==2.9.0"
+	# open_clip's SigLipLoss, the reference of SigLIP's drop-in test and a bench provider. Its
+	# loss module needs only torch and is loaded from its file; the package pulls torchvision.
+	$(PY) -m pip install -q --no-deps "open_clip_torch==3.3.0"
 	touch $@
 
 venv: $(VENV)/.ready
@@ -62,7 +65,7 @@ test-slow: build test-venv
 # One session for every op: one table (bench-out/table.md), rows appended to
 # bench-out/results.csv. Options: `$(PY) -m ssl_fast bench --help`.
 bench: build test-venv
-	$(PY) -m ssl_fast bench smooth_l1 mse nt_xent mask_tokens random_masking
+	$(PY) -m ssl_fast bench smooth_l1 mse nt_xent siglip mask_tokens random_masking
 
 # SimCLR on the bundled digits with the fused NT-Xent loss, then its evaluation table beside
 # raw pixels and a random encoder. demo-all: the four pretext tasks, one after another.

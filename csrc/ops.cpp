@@ -38,6 +38,20 @@ TORCH_LIBRARY(ssl_fast, m) {
       "Tensor? grad_col_lse, Tensor q, Tensor? k, Tensor qn, Tensor kn, Tensor row_lse, "
       "Tensor col_lse, Tensor scale, Tensor? exclude, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 
+  // SigLIP's sigmoid loss (see contrastive/siglip.h): (1 / rows) sum over all pairs of
+  // softplus(-y_ij (scale * img_i . txt_j + bias)), y = +1 at (i, i + offset), else -1;
+  // the features are taken as they are. Returns the loss (0-dim, accumulation type) and,
+  // where compute_grad asks (img, txt, scale, bias), its gradients, else empty tensors.
+  // Nothing rows x cols is stored.
+  m.def(
+      "siglip(Tensor img, Tensor txt, Tensor scale, Tensor bias, int offset, bool[4] compute_grad) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // grad times the gradients that output_mask asks for (the others empty), recomputing
+  // the logits tile by tile.
+  m.def(
+      "siglip_backward(Tensor grad, Tensor img, Tensor txt, Tensor scale, Tensor bias, int offset, "
+      "bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+
   // Masking for masked modelling (masking/tokens.h). Random bits come from
   // Philox keyed by (seed, offset) and indexed by element (common/philox.h),
   // so every backend gives the same output for the same seed. mask_tokens

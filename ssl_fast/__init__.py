@@ -3,12 +3,22 @@
 from ._ext import empty_cache
 from .collate import MLMCollator
 from .info import backend_info
-from .losses import DCLLoss, DCLWLoss, InfoNCELoss, MSELoss, NTXentLoss, SmoothL1Loss, SupConLoss
+from .losses import (
+    DCLLoss,
+    DCLWLoss,
+    InfoNCELoss,
+    MSELoss,
+    NTXentLoss,
+    SigLipLoss,
+    SmoothL1Loss,
+    SupConLoss,
+)
 from .ops.contrastive import info_nce, nt_xent
 from .ops.contrastive_family import dcl, sup_con
 from .ops.masking import mask_tokens, random_masking
 from .ops.mlm_loss import mlm_loss
 from .ops.regression import mse_loss, smooth_l1_loss
+from .ops.siglip import siglip
 
 __version__ = "0.1.0"
 __all__ = [
@@ -18,6 +28,7 @@ __all__ = [
     "MLMCollator",
     "MSELoss",
     "NTXentLoss",
+    "SigLipLoss",
     "SmoothL1Loss",
     "SupConLoss",
     "backend_info",
@@ -29,6 +40,7 @@ __all__ = [
     "mse_loss",
     "nt_xent",
     "random_masking",
+    "siglip",
     "smooth_l1_loss",
     "sup_con",
 ]

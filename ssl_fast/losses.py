@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from . import _checks
-from .distributed import check_available, gather
+from .distributed import check_available, gather, rank, world_size
 from .ops.contrastive import contrastive_lse, info_nce, nt_xent, temperature_scale
 from .ops.contrastive_family import dcl, negative_mises_fisher_weights, sup_con
 from .ops.reduction import reduce_rows, row_dot
 from .ops.regression import mse_loss, smooth_l1_loss
+from .ops.siglip import siglip
 
 
 class SmoothL1Loss(nn.SmoothL1Loss):
@@ -238,3 +239,60 @@ class DCLWLoss(DCLLoss):
         weights = partial(negative_mises_fisher_weights, sigma=sigma)
         super().__init__(temperature, weights, gather_distributed, group)
         self.sigma = sigma
+class SigLipLoss(nn.Module):
+    """Drop-in for open_clip's SigLipLoss running the fused ssl_fast.siglip.
+
+    The constructor is open_clip's: cache_labels is accepted and unused (no labels matrix
+    exists); with world_size > 1, rank and world_size must be this process's in
+    torch.distributed's `group`, and each rank's images are scored against every rank's
+    texts through one all-gather, whatever dist_impl names ('bidir', 'shift', 'reduce',
+    'gather': open_clip's exchanges, which give the same loss and gradients).
+    forward(image_features, text_features, logit_scale, logit_bias, output_dict=False)
+    as open_clip's: features normalised by the caller, logit_scale already exponentiated.
+    """
+
+    DIST_IMPLS = ("bidir", "shift", "reduce", "gather")
+
+    def __init__(
+        self,
+        cache_labels: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        dist_impl: str | None = None,
+        group=None,
+    ):
+        super().__init__()
+        name = "SigLipLoss"
+        self.cache_labels = cache_labels
+        self.rank = _checks.integer(name, "rank", rank, ">= 0", lambda r: r >= 0)
+        self.world_size = _checks.integer(name, "world_size", world_size, ">= 1", lambda w: w >= 1)
+        if self.rank >= self.world_size:
+            raise ValueError(f"{name}: rank must be below world_size ({self.world_size}), got {self.rank}")
+        self.dist_impl = dist_impl or "bidir"
+        if self.dist_impl not in self.DIST_IMPLS:
+            raise ValueError(
+                f"{name}: dist_impl must be one of {', '.join(self.DIST_IMPLS)}, got {dist_impl!r}"
+            )
+        if self.world_size > 1:
+            check_available(name)
+        self.group = group
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor | None,
+        output_dict: bool = False,
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        gathered = self.world_size > 1
+        if gathered and (world_size(self.group), rank(self.group)) != (self.world_size, self.rank):
+            raise ValueError(
+                f"SigLipLoss: made for rank {self.rank} of {self.world_size}, but this process is rank "
+                f"{rank(self.group)} of {world_size(self.group)} in torch.distributed"
+            )
+        loss = siglip(
+            image_features, text_features, logit_scale, logit_bias,
+            gather_distributed=gathered, group=self.group,
+        )
+        return {"contrastive_loss": loss} if output_dict else loss

@@ -118,7 +118,6 @@ def info_nce(
     return loss.sum() if reduction == "sum" else loss.mean()
 
 
-
 def _reduce(rows: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "none":
         return rows
@@ -167,6 +166,26 @@ def dcl(
         z0n, z1n = z[:n], z[n:]
         pos = pos * torch.cat([weight_fn(z0n, z1n).expand(n), weight_fn(z1n, z0n).expand(n)])
     return _reduce(torch.logsumexp(logits.masked_fill(excluded, float("-inf")), 1) - pos, reduction)
+
+
+def siglip_loss(
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    offset: int = 0,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The materialised SigLIP formula (open_clip's SigLipLoss): the rows x cols logits
+    scale * img txt^T + bias, labels +1 at (i, i + offset) and -1 elsewhere, -log sigmoid of
+    their products summed and divided by the rows; computed in `dtype` (default: img's)."""
+    dtype = dtype or img.dtype
+    logits = logit_scale.to(dtype) * (img.to(dtype) @ txt.to(dtype).T) + logit_bias.to(dtype)
+    rows = torch.arange(len(img), device=img.device)
+    labels = -torch.ones_like(logits)
+    positive = rows + offset < len(txt)
+    labels[rows[positive], rows[positive] + offset] = 1
+    return -F.logsigmoid(labels * logits).sum() / len(img)
 
 
 # -- masking: Philox-4x32-10 in int64 arithmetic, bit for bit the generator of csrc/common/philox.h

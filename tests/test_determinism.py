@@ -1,11 +1,11 @@
 """Bitwise repeatability: the same bits for 1, 2, 3 and 4 threads, forward and backward, on
 every instruction set the CPU has.
 
-How each family earns it: the contrastive tiles multiply with ssl_fast's own single-threaded
-GEMMs (csrc/contrastive/tile_gemm.h) in a schedule fixed by the shape; the regression losses sum
-fixed 8192-element blocks in block order; the masking draws every bit from Philox indexed
-by element. The final sums of the Python layer scan in one order (ssl_fast.ops.reduction),
-where torch's sum would split them between threads.
+How each family earns it: the contrastive tiles (NT-Xent, InfoNCE, SigLIP) multiply with
+ssl_fast's own single-threaded GEMMs (csrc/contrastive/tile_gemm.h) in a schedule fixed by
+the shape; the regression losses sum fixed 8192-element blocks in block order; the masking
+draws every bit from Philox indexed by element. The final sums of the Python layer scan in
+one order (ssl_fast.ops.reduction), where torch's sum would split them between threads.
 """
 
 from __future__ import annotations
@@ -33,21 +33,23 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
-def outputs_and_grads(fn, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """fn(*inputs) and the gradients of its sum, with fixed random weights, with respect to
-    every input."""
+def outputs_and_grads(fn, inputs: list[torch.Tensor], weighted: bool = True) -> list[torch.Tensor]:
+    """fn(*inputs) and the gradients of its sum, with fixed random weights unless not
+    `weighted`, with respect to every input."""
     out = fn(*inputs)
     weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(0), dtype=out.dtype)
-    grads = torch.autograd.grad((out * weight).sum(), inputs)
+    grads = torch.autograd.grad((out * weight if weighted else out).sum(), inputs)
     return [out.detach(), *grads]
 
 
-def assert_same_bits_for_any_thread_count(fn, inputs: list[torch.Tensor], what: str) -> None:
+def assert_same_bits_for_any_thread_count(
+    fn, inputs: list[torch.Tensor], what: str, weighted: bool = True
+) -> None:
     """fn's outputs and gradients on 1 to 4 threads, and on 1 again, all equal to the bit."""
     first = None
     for threads in (*THREADS, THREADS[0]):
         torch.set_num_threads(threads)
-        results = outputs_and_grads(fn, inputs)
+        results = outputs_and_grads(fn, inputs, weighted)
         if first is None:
             first = results
             continue
@@ -114,6 +116,22 @@ def test_excluded_pairs_and_scale_gradient(gen):
         return torch.cat([row, col])
 
     assert_same_bits_for_any_thread_count(rows, leaves(q, k, scale), "contrastive_lse with exclude")
+
+
+# Batches around the 256-row tile; features below, at and above a vector width.
+SIGLIP_SIZES = [(1, 8), (300, 40), (700, 33)]
+
+
+@pytest.mark.parametrize("weighted", [True, False], ids=["backward-op", "forward-grads"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("n,d", SIGLIP_SIZES, ids=str)
+def test_siglip(n, d, dtype, weighted, gen):
+    """Gradients from the backward op (a weighted loss) and from the forward's own pass."""
+    img, txt = randn(n, d, gen=gen, dtype=dtype), randn(n, d, gen=gen, dtype=dtype)
+    scale, bias = torch.tensor(3.0), torch.tensor(-2.0)
+    assert_same_bits_for_any_thread_count(
+        ssl_fast.siglip, leaves(img, txt, scale, bias), f"siglip {n}x{d} {dtype}", weighted
+    )
 
 
 def test_memory_bank(gen):
@@ -186,6 +204,8 @@ ISA_TESTS = [
     "tests/test_contrastive.py::test_gradcheck_nt_xent",
     "tests/test_contrastive_family.py::test_sup_con_matches_formula",
     "tests/test_contrastive_family.py::test_dcl_matches_formula",
+    "tests/test_determinism.py::test_siglip",
+    "tests/test_siglip.py::test_matches_formula",
     "tests/test_masking.py::test_vector_tails_match_reference",
     "tests/test_masking.py::test_same_bits_for_any_thread_count",
 ]
@@ -217,7 +237,7 @@ def test_each_instruction_set(isa):
 
 
 def isa_results(dtype) -> list[torch.Tensor]:
-    """NT-Xent and symmetric InfoNCE (own shift) values and gradients on fixed inputs."""
+    """NT-Xent, symmetric InfoNCE (own shift) and SigLIP values and gradients on fixed inputs."""
     gen = torch.Generator().manual_seed(0)
     z0, z1, q = (randn(n, 40, gen=gen, dtype=dtype) for n in (300, 300, 100))
     k = randn(700, 40, gen=gen, dtype=dtype)
@@ -226,6 +246,7 @@ def isa_results(dtype) -> list[torch.Tensor]:
         *outputs_and_grads(
             lambda a, b: ssl_fast.info_nce(a, b, 0.02, symmetric=True, reduction="none"), leaves(q, k)
         ),
+        *outputs_and_grads(ssl_fast.siglip, leaves(z0, z1, torch.tensor(3.0), torch.tensor(-2.0)), False),
     ]
 
 

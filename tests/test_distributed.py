@@ -1,8 +1,9 @@
-"""NT-Xent, InfoNCE, DCL, SupCon and training across 2 CPU processes (gloo) equal one process on
-the concatenated batch."""
+"""NT-Xent, InfoNCE, DCL, SupCon, SigLIP and training across 2 CPU processes (gloo) equal one
+process on the concatenated batch."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -80,6 +81,14 @@ def _sup_con(x0, x1, labels: str, first: int, **kw) -> list[torch.Tensor]:
     loss = ssl_fast.SupConLoss(0.2, **kw)(z, y)
     loss.backward()
     return [loss.detach(), z.grad, ssl_fast.sup_con(z, y, 0.2, "none", **kw).detach()]
+def _siglip(img, txt, module: bool = False, **kw) -> list[torch.Tensor]:
+    """SigLIP with a learnable scale and bias: the loss and the gradients of img, txt, scale, bias."""
+    img, txt = img.clone().requires_grad_(), txt.clone().requires_grad_()
+    scale, bias = torch.tensor(2.0, requires_grad=True), torch.tensor(-1.5, requires_grad=True)
+    loss_fn = ssl_fast.SigLipLoss(**kw) if module else functools.partial(ssl_fast.siglip, **kw)
+    loss = loss_fn(img, txt, scale, bias)
+    loss.backward()
+    return [loss.detach(), img.grad, txt.grad, scale.grad, bias.grad]
 
 
 def _in_process_group(rank: int, init_file: str, body, *args) -> None:
@@ -110,9 +119,14 @@ def _worker(rank: int, out_dir: str) -> None:
     family = {f"{form} {who}": result for (form, who), result in family.items()}
     family.update({f"sup_con {labels}": _sup_con(x0[own], x1[own], labels, rank * N, gather_distributed=True)
                 for labels in SUP_CON_LABELS})
+    siglip = {
+        "functional": _siglip(x0[own], x1[own], gather_distributed=True),
+        "module": _siglip(x0[own], x1[own], module=True, rank=rank, world_size=WORLD),
+    }
     torch.save(
         {"loss": loss.detach(), "grads": (z0.grad, z1.grad), "ddp_loss": ddp_loss.detach(),
-         "param_grads": [p.grad for p in model.parameters()], "clip": clip, "family": family},
+         "param_grads": [p.grad for p in model.parameters()], "clip": clip, "family": family,
+         "siglip": siglip},
         f"{out_dir}/{rank}.pt",
     )
 
@@ -179,6 +193,18 @@ def test_two_processes_equal_one(tmp_path):
             own = slice(rank * N, (rank + 1) * N)
             torch.testing.assert_close(got_dz, WORLD * dz[own])
             torch.testing.assert_close(got_rows, full_rows[own])
+    # SigLIP (each rank's images against every rank's texts): the same relations, for the
+    # scale and the bias too.
+    full_loss, dimg, dtxt, dscale, dbias = _siglip(x0, x1)
+    for form in ("functional", "module"):
+        got = [r["siglip"][form] for r in ranks]
+        torch.testing.assert_close(sum(g[0] for g in got) / WORLD, full_loss)
+        torch.testing.assert_close(sum(g[3] for g in got) / WORLD, dscale)
+        torch.testing.assert_close(sum(g[4] for g in got) / WORLD, dbias)
+        for rank, (_, got_dimg, got_dtxt, _, _) in enumerate(got):
+            own = slice(rank * N, (rank + 1) * N)
+            torch.testing.assert_close(got_dimg, WORLD * dimg[own])
+            torch.testing.assert_close(got_dtxt, WORLD * dtxt[own])
 
 
 def test_gathered_info_nce_pairs_query_i_with_key_i():

@@ -35,6 +35,7 @@
 #include "args.h"
 #include "scratch.h"
 #include "tile_gemm.h"
+#include "tiles.h"
 
 namespace ssl_fast::cpu {
 namespace {
@@ -42,43 +43,10 @@ namespace {
 // The float epilogues are SSL_FAST_CLONES (common/simd.h): AVX2 and FMA give three times the
 // speed of the baseline's SSE2 exp.
 
-constexpr int64_t kTile = 256;  // a 256 x 256 fp32 tile is 256 KiB: it stays in L2
-constexpr int kLanes = 16;      // independent accumulators, so the row sums vectorise
-
 // Largest scale at which the shared shift c = scale is used: exp(s - c) >= exp(-2 scale)
 // stays normal, and exp(c - lse) <= exp(2 scale) leaves room for the gradient factor.
 template <typename T>
 constexpr double kSharedShiftMax = std::is_same_v<T, float> ? 30.0 : 300.0;
-
-// exp in a form GCC vectorises (a call to std::exp does not): x = n ln2 + r with
-// |r| <= ln2 / 2, a degree-7 Taylor polynomial for e^r (truncation error 5e-9) and
-// 2^n put in the exponent bits. Returns 0 below -87, so -inf (an excluded pair) gives 0.
-SSL_FAST_INLINE float tile_exp(float x) {
-  constexpr float kRound = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
-  x = std::min(x, 88.f);
-  const float t = x * 1.44269504088896341f + kRound;
-  const float n = t - kRound;
-  float r = x - n * 0.693145751953125f;  // ln 2 in two parts (Cody and Waite)
-  r = r - n * 1.428606765330187e-06f;
-  float p = 1.f / 5040;
-  p = p * r + 1.f / 720;
-  p = p * r + 1.f / 120;
-  p = p * r + 1.f / 24;
-  p = p * r + 1.f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.f;
-  p = p * r + 1.f;
-  const int32_t e = __builtin_bit_cast(int32_t, t) - __builtin_bit_cast(int32_t, kRound);
-  const float scale = __builtin_bit_cast(float, (e + 127) << 23);
-  return x < -87.f ? 0.f : p * scale;
-}
-
-SSL_FAST_INLINE double tile_exp(double x) { return x < -708.0 ? 0.0 : std::exp(x); }
-
-struct Tile {
-  int64_t i, j;  // row block, column block
-};
-using Rounds = std::vector<std::vector<Tile>>;
 
 // Tiles on and above the diagonal of an nb x nb block grid: the diagonal first, then
 // the pairs of a round-robin tournament (circle method), each round a perfect matching.
@@ -94,20 +62,6 @@ Rounds self_rounds(int64_t nb) {
     pair(r, n - 1);
     for (int64_t k = 1; k < n / 2; ++k) pair((r + k) % (n - 1), (r - k + n - 1) % (n - 1));
     if (!round.empty()) rounds.push_back(std::move(round));
-  }
-  return rounds;
-}
-
-// All tiles of an nbq x nbk grid; round r holds the tiles (i, (i + r) mod L).
-Rounds cross_rounds(int64_t nbq, int64_t nbk) {
-  const int64_t len = std::max(nbq, nbk);
-  Rounds rounds;
-  for (int64_t r = 0; r < len; ++r) {
-    std::vector<Tile> round;
-    for (int64_t i = 0; i < nbq; ++i) {
-      if ((i + r) % len < nbk) round.push_back({i, (i + r) % len});
-    }
-    rounds.push_back(std::move(round));
   }
   return rounds;
 }
@@ -157,16 +111,6 @@ struct Problem {
   Rounds rounds() const { return self ? self_rounds(blocks_q()) : cross_rounds(blocks_q(), blocks_k()); }
 };
 
-// Row-block height of the cross form. A round holds one tile per row block, so few
-// queries (a batch against a large bank or queue of keys) would leave one tile per round
-// and one thread busy: they get shorter blocks, down to 32 rows, aiming at 8 per round.
-// The height depends on the shape only, so results stay independent of the thread count.
-int64_t cross_block_rows(int64_t rows) {
-  constexpr int64_t kWanted = 8, kMin = 32, kAlign = 8;
-  const int64_t height = ((rows + kWanted - 1) / kWanted + kAlign - 1) / kAlign * kAlign;
-  return std::clamp(height, kMin, kTile);
-}
-
 // A tile's logits scale * qn_I kn_J^T in s (leading dimension kTile), excluded pairs -inf.
 template <typename acc_t>
 struct TileLogits {
@@ -187,14 +131,6 @@ struct TileLogits {
     }
   }
 };
-
-template <typename acc_t>
-SSL_FAST_INLINE acc_t sum_lanes(acc_t* lane) {
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int k = 0; k < width; ++k) lane[k] += lane[k + width];
-  }
-  return lane[0];
-}
 
 // Row sums (and with kCols column sums) of exp(s - c) over a tile.
 template <bool kCols, typename acc_t>

@@ -67,8 +67,6 @@
 namespace ssl_fast::cuda {
 namespace {
 
-constexpr int kThreads = 256;  // one block per row in the row epilogues
-constexpr int kWarps = kThreads / 32;
 constexpr int kColThreadsY = 8;  // rows of the strip a column is split over (then merged)
 constexpr int64_t kStripBytes = int64_t(256) << 20;
 constexpr int64_t kMinSelfStripRows = 1024;  // keeps each strip's GEMM large enough to fill the card
@@ -83,28 +81,6 @@ struct MergeMaxSum {
     return a;
   }
 };
-
-struct Add {
-  __device__ double operator()(double a, double b) const { return a + b; }
-};
-
-// Combines one value per thread of a kThreads block in an order fixed by the thread
-// index; the result is valid in thread 0. At most one call per kernel (one shared array).
-template <typename V, typename Combine>
-__device__ V block_reduce(V v, V identity, Combine combine) {
-  __shared__ V warp_vals[kWarps];
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = combine(v, shfl_down(v, o));
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) warp_vals[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < kWarps ? warp_vals[lane] : identity;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = combine(v, shfl_down(v, o));
-  }
-  return v;
-}
 
 // Sum over a warp, the same value in every lane (a butterfly: each step adds the same two
 // values in every pair of lanes, and fp addition commutes).
@@ -158,9 +134,6 @@ __global__ void __launch_bounds__(kThreads) normalize_backward_kernel(
     for (int64_t k = lane; k < d; k += 32) out[base + k] = static_cast<scalar_t>(g(k) / T(kNormEps));
   }
 }
-
-// Grid sizes: the CUDA limit of 2^31 - 1 blocks is far above any batch these ops see.
-unsigned blocks(int64_t n, int64_t per_block) { return static_cast<unsigned>((n + per_block - 1) / per_block); }
 
 // ------------------------------------------------------------------ forward epilogues
 
@@ -268,14 +241,6 @@ __global__ void __launch_bounds__(kThreads) gradient_kernel(Strip<T> st, int64_t
   if (in.g_dot_s == nullptr) return;  // uniform over the block
   const double total = block_reduce(double(g_dot_s), 0.0, Add{});
   if (threadIdx.x == 0) in.g_dot_s[row] = total;
-}
-
-// d scale = factor * sum of the per-row partials, in index order.
-__global__ void __launch_bounds__(kThreads) finish_dscale(const double* parts, int64_t n, double factor, double* out) {
-  double v = 0;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) v += parts[i];
-  v = block_reduce(v, 0.0, Add{});
-  if (threadIdx.x == 0) *out = v * factor;
 }
 
 // ------------------------------------------------------------------ strips
@@ -496,7 +461,7 @@ struct Passes {
       }
       if (want_scale) {
         // d lse / d scale = P . (qn kn^T) = P . s / scale; without k, G holds each pair twice.
-        finish_dscale<<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        sum_in_order<<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
             g_dot_s.const_data_ptr<double>(), c.rows, (c.self() ? 0.5 : 1.0) / c.scale, dscale.data_ptr<double>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }

@@ -14,6 +14,7 @@ OPS = {
     "nt_xent": ("contrastive", "nt_xent"),
     "sup_con": ("contrastive", "sup_con"),
     "dcl": ("contrastive", "dcl"),
+    "siglip": ("contrastive", "siglip"),
     "mask_tokens": ("masking", "mask_tokens"),  # both variants (with and without a special mask)
     "random_masking": ("masking", "random_masking"),
     "simclr_batch": ("batch", "simclr_batch"),  # largest batch in a memory budget, chunked or not

@@ -1,4 +1,6 @@
-"""NT-Xent: ssl_fast against the materialised formula (normalize, the 2N x 2N logits,
+"""NT-Xent and SigLIP (its cases at the end of this module).
+
+NT-Xent: ssl_fast against the materialised formula (normalize, the 2N x 2N logits,
 cross-entropy), all on z0, z1 of the case shape [N, D], temperature 0.5.
 
 Providers:
@@ -17,7 +19,9 @@ SupCon and DCL (below): on the same inputs, beside a peer library and ssl_fast's
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -262,3 +266,89 @@ BENCHES += [
 
 def test_contrastive(case, measure):
     measure(case)
+
+
+# ----------------------------------------------------------------- SigLIP
+# Unit rows img, txt of the case shape [N, D] and a learnable scale (10) and bias (-10),
+# open_clip's initialisation. Providers:
+#   torch      the materialised formula (ssl_fast.reference.siglip_loss);
+#   ssl_fast   ssl_fast.siglip (the tiled op);
+#   open_clip  open_clip's SigLipLoss, when open_clip_torch is installed (its loss module
+#              alone, loaded from its file: the package imports torchvision).
+
+
+def siglip_inputs(shape: Shape, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    img, txt = (F.normalize(torch.randn(shape, device=device), dim=1).to(dtype) for _ in range(2))
+    img.requires_grad_()
+    txt.requires_grad_()
+    scale = torch.tensor(10.0, device=device, requires_grad=True)
+    return [img, txt, scale, torch.tensor(-10.0, device=device, requires_grad=True)]
+
+
+@functools.cache
+def _open_clip_loss_module():
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "loss.py"
+    module_spec = importlib.util.spec_from_file_location("open_clip_loss", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def siglip_torch(img, txt, scale, bias) -> torch.Tensor:
+    """The materialised formula."""
+    return ssl_fast.reference.siglip_loss(img, txt, scale, bias)
+
+
+def siglip_open_clip(img, txt, scale, bias) -> torch.Tensor:
+    """open_clip's SigLipLoss (one process)."""
+    return _open_clip_loss_module().SigLipLoss()(img, txt, scale, bias)
+
+
+def siglip_flops(mode: str, shape: Shape) -> int:
+    """Useful FLOPs: the logits (2 N^2 D) in the forward; the two products of the gradient
+    (4 N^2 D) in the backward (the CPU computes them in the forward's pass, CUDA recomputes
+    the logits too)."""
+    n, d = shape
+    return {"forward": 2, "backward": 4, "full": 6}[mode] * n * n * d
+
+
+def _siglip_skip(case: Case) -> str | None:
+    if case.provider == "open_clip" and importlib.util.find_spec("open_clip") is None:
+        return "open_clip_torch is not installed"
+    return None
+
+
+def _siglip_too_large(case: Case) -> str | None:
+    """The materialised forms hold several N x N matrices (logits, labels, their product,
+    log-sigmoid and gradients) of 4 bytes an element."""
+    if case.provider == "ssl_fast" or case.device != "cpu" or case.shape[0] <= _MATERIALISED_MAX_N:
+        return None
+    n = case.shape[0]
+    return f"the materialised formula needs several {n}x{n} matrices ({n * n * 4 / 2**30:.0f} GiB each)"
+
+
+# CPU: N = 8192, D = 128 is the headline; N = 32768 (`--sizes 32768x128`) is for ssl_fast alone.
+SIGLIP_CASES = {
+    "cpu": (((1024, 128), "float32"), ((4096, 128), "float32"), ((8192, 128), "float32")),
+    "cuda": tuple(((n, 128), dtype) for n in (8192, 32768) for dtype in ("bfloat16", "float32")),
+}
+
+BENCHES.append(
+    OpBench(
+        "siglip",
+        {
+            "torch": "ssl_fast.bench.contrastive:siglip_torch",
+            "ssl_fast": "ssl_fast:siglip",
+            "open_clip": "ssl_fast.bench.contrastive:siglip_open_clip",
+        },
+        SIGLIP_CASES,
+        max_rounds=3,
+        skip=_siglip_skip,
+        flops=siglip_flops,
+        make_inputs=siglip_inputs,
+        too_large=_siglip_too_large,
+    )
+)

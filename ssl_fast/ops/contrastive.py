@@ -15,8 +15,10 @@ import torch
 
 from .. import _checks, _ext, distributed, reference
 from .reduction import reduce_rows, row_dot
+from .siglip import OPS as SIGLIP_OPS
 
-OPS = ("contrastive_lse", "contrastive_lse_backward")
+# Every op with kernels in csrc/contrastive/, SigLIP's (ops/siglip.py) included.
+OPS = ("contrastive_lse", "contrastive_lse_backward") + SIGLIP_OPS
 _REDUCTIONS = ("mean", "sum", "none")
 
 
