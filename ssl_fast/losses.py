@@ -178,7 +178,9 @@ class SupConLoss(nn.Module):
 
     forward(embeddings, labels=None): embeddings [N, D] with labels [N], or [N, V, D] views
     with per-sample labels [N] (None: each sample its own class); see ssl_fast.sup_con.
-    gather_distributed, group: contrast with the rows of every rank.
+    gather_distributed, group: contrast with the rows of every rank. pytorch-metric-learning's
+    other arguments (a distance, reducer or regulariser; a miner's indices_tuple, ref_emb)
+    have no counterpart: it is the default cosine SupConLoss that this replaces.
     """
 
     def __init__(

@@ -125,3 +125,23 @@ def test_out_of_memory_marks_the_table_and_the_plot(tmp_path):
         assert sorted(line.get_label() for line in ax.get_lines()) == ["ssl_fast", "torch"]
         assert ax.get_xscale() == ax.get_yscale() == "log"
     assert time_ax.get_title() == "regression: forward + backward"
+
+
+def test_family_peers_past_the_budget_are_out_of_memory():
+    """SupCon's and DCL's materialised peers grow as (2N)^2: those past the CPU budget are
+    recorded as out of memory before they run; ssl_fast's own rows always run."""
+    from ssl_fast.bench.contrastive import BENCHES
+
+    benches = {b.name: b for b in BENCHES}
+
+    def why(op, provider, n):
+        case = Case(op, provider, "full", (n, 128), "float32", "cpu", "ssl_fast.bench.contrastive")
+        return harness.why_not_run(benches[op], case)
+
+    assert why("sup_con", "pytorch-metric-learning", 8192) == (
+        OUT_OF_MEMORY, "pytorch-metric-learning would need about 12 GiB (from 46 bytes per element of the "
+        "16384x16384 matrix in fp32), above the 8 GiB budget")
+    assert why("sup_con", "pytorch-metric-learning", 4096) in (None, (SKIPPED, "pytorch_metric_learning is "
+                                                                        "not installed"))
+    for op in ("sup_con", "dcl"):
+        assert why(op, "ssl_fast", 1 << 20) is None and why(op, "ssl_fast-NTXent", 1 << 20) is None

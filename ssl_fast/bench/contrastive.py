@@ -201,10 +201,17 @@ def nt_xent_beside(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
     return ssl_fast.nt_xent(z0, z1, FAMILY_TEMPERATURE)
 
 
-# The materialised formulas' peak at 2N = M rows, measured on the CPU (fp32, forward and
-# backward; see benchmarks/RESULTS.md): bytes per M^2. Cases whose estimate exceeds the
-# budget are recorded as out of memory rather than run into swap.
-_FAMILY_BYTES_PER_M2 = {"torch": 28, "pytorch-metric-learning": 44, "lightly": 24}
+# The peak memory of the materialised formulas and the peers, forward and backward on the
+# CPU in fp32, in bytes per element of the 2N x 2N matrix: measured at N = 1024 and 2048,
+# where it grows as N^2 (benchmarks/RESULTS.md); scaled by the element size for other
+# dtypes. Cases whose estimate exceeds the budget (on CUDA, the materialised NT-Xent's
+# fraction of the card) are recorded as out of memory rather than run into swap.
+_FAMILY_BYTES_PER_M2 = {
+    ("sup_con", "torch"): 21,
+    ("sup_con", "pytorch-metric-learning"): 46,
+    ("dcl", "torch"): 17,
+    ("dcl", "lightly"): 12,
+}
 _FAMILY_CPU_BUDGET = 8 * 2**30
 
 
@@ -215,13 +222,18 @@ def _family_skip(case: Case) -> str | None:
 
 
 def _family_too_large(case: Case) -> str | None:
-    per_m2 = _FAMILY_BYTES_PER_M2.get(case.provider)
-    if per_m2 is None or case.device != "cpu":
+    per_m2 = _FAMILY_BYTES_PER_M2.get((case.op, case.provider))
+    if per_m2 is None:
         return None
-    need = per_m2 * (2 * case.shape[0]) ** 2
-    if need > _FAMILY_CPU_BUDGET:
-        return (f"{case.provider} would need about {need / 2**30:.0f} GiB ({per_m2} bytes per element of "
-                f"the {2 * case.shape[0]}^2 matrix), above the {_FAMILY_CPU_BUDGET / 2**30:.0f} GiB budget")
+    m = 2 * case.shape[0]
+    need = per_m2 * getattr(torch, case.dtype).itemsize / 4 * m * m
+    if case.device == "cpu":
+        budget = _FAMILY_CPU_BUDGET
+    else:
+        budget = _MATERIALISED_CUDA_FRACTION * torch.cuda.get_device_properties(0).total_memory
+    if need > budget:
+        return (f"{case.provider} would need about {need / 2**30:.0f} GiB (from {per_m2} bytes per element "
+                f"of the {m}x{m} matrix in fp32), above the {budget / 2**30:.0f} GiB budget")
     return None
 
 

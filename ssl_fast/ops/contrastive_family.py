@@ -10,7 +10,8 @@ DCL (Yeh et al.): NT-Xent with the positive left out of the denominator. Each ro
 denominator is assembled from op calls that exclude its positive as well as itself, rather
 than taken out of NT-Xent's log-sum-exp as log(1 - exp(pos - lse)): once training aligns
 the views the positive dominates that sum, and the difference cancels to rounding noise
-in float32 (a positive 18 logits above the negatives leaves them 1e-8 of the sum).
+in float32 (a negative 18 logits below the positive weighs 1.5e-8 of it, under float32's
+resolution).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from .reduction import reduce_rows, row_dot
 class _ClassTotals(torch.autograd.Function):
     """Each row's class total: rows [M, D] sorted by class, `segment` the class index of each
     row, `sizes` the row count of each class index (zero-padded to M) -> for every row the
-    sum of the rows of its class. Each sum runs over its rows in order on one thread
-    (segment_reduce), so its bits do not depend on the thread count, nor on atomics on CUDA.
+    sum of the rows of its class. torch.segment_reduce sums each segment in a fixed order, on
+    one CPU thread (so its bits do not depend on the thread count) and without atomics on
+    CUDA, where index_add_ would add in a racing order.
     The map is B B^T for the M x C membership matrix B: symmetric, so its backward is the
     map itself, applied to the gradient."""
 
