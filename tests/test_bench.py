@@ -42,6 +42,19 @@ def test_bench_from_another_folder(tmp_path, monkeypatch, capfd):
         assert (tmp_path / "nt_xent.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_siglip(tmp_path, monkeypatch, capfd):
+    """SigLIP's providers, open_clip's included where it is installed, run end to end."""
+    monkeypatch.chdir(tmp_path)
+    status = main(["bench", "siglip", "--device", "cpu", "--sizes", "40x8", "--rounds", "1", "--no-memory"])
+    out, err = capfd.readouterr()
+    assert status == 0, err[-3000:]
+    rows = list(csv.DictReader((tmp_path / "bench-out" / "results.csv").open()))
+    measured = {r["provider"] for r in rows if r["metric"] == "time_ms_median"}
+    assert {"torch", "ssl_fast"} <= measured
+    has_open_clip = importlib.util.find_spec("open_clip") is not None
+    assert ("open_clip" in measured) == has_open_clip
+
+
 def test_plot_without_matplotlib_is_a_usage_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed

@@ -9,10 +9,10 @@
 // sigmoid(u) = (u >= 0 ? 1 : e) / (1 + e). The forward computes the gradients too when
 // asked (compute_grad), so that loss.backward() costs no second pass over the pairs.
 //
-// Tiles run in the rounds of cross_rounds, every sum in a fixed order, and the GEMMs are
-// ssl_fast's own (tile_gemm.h): the bits do not depend on the thread count.
+// Tiles run in the rounds of cross_rounds (the threads take a round's tiles as they come
+// free), every sum in a fixed order, and the GEMMs are ssl_fast's own (tile_gemm.h): the bits
+// do not depend on the thread count.
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -128,16 +128,14 @@ SiglipSums run_tiles(const SiglipCall& c, bool want_loss, std::array<bool, 4> gr
   for (const auto& round : rounds) {
     const size_t first = partial.size();
     partial.resize(first + round.size());
-    at::parallel_for(0, int64_t(round.size()), 1, [&](int64_t begin, int64_t end) {
+    for_each_dynamic(int64_t(round.size()), [&](int64_t t) {
       T* s = thread_scratch<T, Scratch::kLogits>(kTile * kTile);
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t r0 = round[t].i * block_rows, c0 = round[t].j * kTile;
-        const int64_t ni = std::min(block_rows, c.rows - r0), nj = std::min(kTile, c.cols - c0);
-        tile_gemm::nt(ni, nj, d, T(1), img + r0 * d, d, txt + c0 * d, d, s, kTile);
-        partial[first + t] = tile_epilogue(s, ni, nj, r0 + c.offset - c0, a, b, want_loss, want_grad);
-        if (dimg != nullptr) tile_gemm::acc(false, ni, d, nj, alpha, s, kTile, txt + c0 * d, d, dimg + r0 * d, d);
-        if (dtxt != nullptr) tile_gemm::acc(true, nj, d, ni, alpha, s, kTile, img + r0 * d, d, dtxt + c0 * d, d);
-      }
+      const int64_t r0 = round[t].i * block_rows, c0 = round[t].j * kTile;
+      const int64_t ni = std::min(block_rows, c.rows - r0), nj = std::min(kTile, c.cols - c0);
+      tile_gemm::nt(ni, nj, d, T(1), img + r0 * d, d, txt + c0 * d, d, s, kTile);
+      partial[first + t] = tile_epilogue(s, ni, nj, r0 + c.offset - c0, a, b, want_loss, want_grad);
+      if (dimg != nullptr) tile_gemm::acc(false, ni, d, nj, alpha, s, kTile, txt + c0 * d, d, dimg + r0 * d, d);
+      if (dtxt != nullptr) tile_gemm::acc(true, nj, d, ni, alpha, s, kTile, img + r0 * d, d, dtxt + c0 * d, d);
     });
   }
   TileSums total;

@@ -7,7 +7,10 @@
 // order: with the GEMMs of tile_gemm.h, results do not depend on the thread count.
 #pragma once
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -71,6 +74,17 @@ inline int64_t cross_block_rows(int64_t rows) {
   constexpr int64_t kWanted = 8, kMin = 32, kAlign = 8;
   const int64_t height = ((rows + kWanted - 1) / kWanted + kAlign - 1) / kAlign * kAlign;
   return std::clamp(height, kMin, kTile);
+}
+
+// Runs f(t) for every t in [0, n) on the threads of one parallel region, each thread taking
+// the next index as it finishes one: the tiles of a round cost the same, but on a busy machine a
+// static split waits for a descheduled thread. What f(t) computes must not depend on the thread.
+template <typename F>
+void for_each_dynamic(int64_t n, F&& f) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(n, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+    for (int64_t t = next++; t < n; t = next++) f(t);
+  });
 }
 
 // The sum of kLanes accumulators, pairwise in a fixed order (destroys `lane`).

@@ -17,6 +17,7 @@ from functools import partial
 import torch
 
 from .. import _checks, _ext, reference
+from .autograd import grad_output_is_one
 from .reduction import reduce_rows
 
 OPS = ("smooth_l1_loss", "mse_loss")
@@ -71,16 +72,6 @@ def _mask_weight(
     else:
         weight = weight / per_position
     return weight.reshape(tuple(mask.shape) + (1,) * (len(shape) - mask.dim()))
-
-
-def _grad_output_is_one(grad: torch.Tensor) -> bool:
-    # Only asked on the CPU, where reading a plain scalar is free; a traced (fake,
-    # functional, functorch) one has no value to branch on.
-    return (
-        type(grad) is torch.Tensor
-        and not torch._C._functorch.is_functorch_wrapped_tensor(grad)
-        and grad.item() == 1.0
-    )
 
 
 def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -139,7 +130,7 @@ def _backward(ctx, grad_loss, _grad_of_grad):
         return (None, None) + unused
     if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
         return _reference_grads(ctx.name, ctx, grad_loss, input, target, weight) + unused
-    if saved is not None and _grad_output_is_one(grad_loss):
+    if saved is not None and grad_output_is_one(grad_loss):
         grad = saved
     else:  # recomputed rather than scaled, so that 16-bit gradients are rounded once
         backward_op = getattr(torch.ops.ssl_fast, f"{ctx.name}_backward")

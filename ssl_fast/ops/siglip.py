@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks, _ext, distributed, reference
+from .autograd import grad_output_is_one
 
 OPS = ("siglip", "siglip_backward")
 
@@ -43,16 +44,6 @@ def _setup_context(ctx, inputs, output):
     ctx.computed = tuple(compute_grad)
 
 
-def _grad_output_is_one(grad: torch.Tensor) -> bool:
-    # Only asked on the CPU, where reading a plain scalar is free; a traced (fake,
-    # functional, functorch) one has no value to branch on.
-    return (
-        type(grad) is torch.Tensor
-        and not torch._C._functorch.is_functorch_wrapped_tensor(grad)
-        and grad.item() == 1.0
-    )
-
-
 def _backward(ctx, grad_loss, *_grads_of_grads):
     img, txt, scale, bias = ctx.saved_tensors
     saved, ctx.forward_grads = ctx.forward_grads, None
@@ -63,7 +54,7 @@ def _backward(ctx, grad_loss, *_grads_of_grads):
     if torch.is_grad_enabled():  # create_graph=True: gradients that can be differentiated again
         return _reference_grads(ctx, grad_loss, mask) + none
     usable = saved is not None and all(c or not m for c, m in zip(ctx.computed, mask, strict=True))
-    if usable and _grad_output_is_one(grad_loss):
+    if usable and grad_output_is_one(grad_loss):
         grads = saved
     else:  # recomputed rather than scaled, so that 16-bit gradients are rounded once
         grads = torch.ops.ssl_fast.siglip_backward(grad_loss, img, txt, scale, bias, ctx.offset, mask)
