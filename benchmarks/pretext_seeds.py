@@ -9,7 +9,7 @@ folder, removed afterwards). Then prints, per task, per row of its evaluation (t
 first, then its baselines) and per metric: the mean and sample standard deviation over the
 seeds, their range, and for each baseline whether the model's mean beats it (with the number of
 seeds on which it does). Each seed is its own run: its initialisation, batches, augmentations
-and, for the image tasks, its train/test split.
+and (all tasks but forecast, whose split is in time order) its train/test split.
 
 A task NAME:VARIANT runs `train NAME --variant VARIANT` (`autoencoder:vae`); --variant V adds
 `autoencoder:V` for each V. --holdout validation evaluates on a validation part carved out of
@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Steps of each task in `make demo-all`.
 DEMO_STEPS = {"autoencoder": 1000, "forecast": 500, "simclr": 300, "mlm": 300}
-DEFAULT_TASKS = ("simclr", "forecast")
+DEFAULT_TASKS = ("simclr", "forecast")  # a variant is one more entry: "autoencoder:vae"
 # Which way each evaluation metric improves; a metric missing here gets no verdict.
 HIGHER_IS_BETTER = {
     "knn_top1": True, "linear_probe": True, "masked_token_accuracy": True,
