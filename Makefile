@@ -78,6 +78,13 @@ demo-all: build
 	$(PY) -m ssl_fast train simclr --steps 300
 	$(PY) -m ssl_fast train mlm --steps 300
 
+# SimCLR and the forecaster at the demo-all step counts with seeds 0, 1 and 2: one markdown table
+# of each row's metrics (mean ± std over the seeds) and whether the model beats each baseline.
+# Options (other tasks, seeds, the validation holdout): benchmarks/pretext_seeds.py --help.
+.PHONY: demo-seeds
+demo-seeds: build
+	$(PY) benchmarks/pretext_seeds.py
+
 lint: test-venv
 	$(PY) -m ruff check ssl_fast tests benchmarks setup.py
 

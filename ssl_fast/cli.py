@@ -200,7 +200,8 @@ def _check_resumed_options(
     defaults = build_parser().parse_args(["train", args.task])
     kept = {
         "data": options.data, "column": options.column, "tokenizer": options.tokenizer,
-        "seed": stored["seed"], "batch_size": stored["batch_size"], "lr": stored["lr"], "amp": stored["amp"],
+        "holdout": options.holdout, "seed": stored["seed"], "batch_size": stored["batch_size"],
+        "lr": stored["lr"], "amp": stored["amp"],
         "chunk_size": stored["chunk_size"] or None, "compile": stored["compile"],
         "metrics": stored["metrics"], "no_tensorboard": not stored["tensorboard"],
     }
@@ -241,7 +242,7 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = args.out / args.task
     resume = _resume_from(args, run_dir)
     if resume is None:
-        state, options = None, TaskOptions(args.seed, args.data, args.column, args.tokenizer)
+        state, options = None, TaskOptions(args.seed, args.data, args.column, args.tokenizer, args.holdout)
     else:  # the stored run continues
         state, stored_task, options = _run_checkpoint(resume)
         if stored_task != args.task:
@@ -425,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="samples per step and process (default: the task's, 256 for simclr, else 128)")
     train.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the task's)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--holdout", choices=("test", "validation"), default="test",
+                       help="what the evaluation reads: the test part (default), or (simclr, forecast) a "
+                       "validation part carved out of the training part, which then trains without it: "
+                       "for choosing hyper-parameters without reading the test part")
     train.add_argument("--amp", choices=("bf16", "fp16"), help="autocast dtype (fp16 on CUDA only)")
     train.add_argument("--chunk-size", type=_positive,
                        help="simclr: gradient caching, encoding the batch in chunks of this many images")

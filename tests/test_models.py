@@ -111,6 +111,26 @@ def test_series_forecaster(channels):
         model(torch.rand(8, 20, channels + 1))
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_series_forecaster_skip_path_and_centering(channels):
+    torch.manual_seed(0)
+    model = SeriesForecaster(horizon=4, channels=channels, hidden_size=8, num_layers=1, context=12,
+                             center=True)
+    x = torch.randn(5, 12) if channels == 1 else torch.randn(5, 12, channels)
+    level = x.mean(1, keepdim=True)
+    # At initialisation the recurrent part adds nothing: the prediction is the linear map of the
+    # centred context, shifted back by the window's level.
+    linear = model.skip((x - level).reshape(5, -1)).view(5, 4, channels).squeeze(-1) + level
+    torch.testing.assert_close(model(x), linear)
+    # With a recurrent part too, a shift of a window shifts its forecast by as much.
+    torch.nn.init.normal_(model.decoder.weight)
+    torch.testing.assert_close(model(x + 3.0), model(x) + 3.0, rtol=1e-5, atol=1e-5)
+    first, last = _trains(model, lambda: model.loss(x, x[:, -4:].flip(1)))
+    assert last < first
+    with pytest.raises(ValueError, match=r"expects \[B, 12\]"):
+        model(torch.randn(5, 10) if channels == 1 else torch.randn(5, 10, channels))
+
+
 def test_bad_configurations():
     with pytest.raises(ValueError, match="at least 2 positive sizes"):
         Autoencoder(widths=(10,))
@@ -118,5 +138,7 @@ def test_bad_configurations():
         Autoencoder().encode(torch.rand(2, 10))
     with pytest.raises(ValueError, match="divisible by 4"):
         ConvAutoencoder()(torch.rand(2, 1, 10, 10))
+    with pytest.raises(ValueError, match="context must be >= 1"):
+        SeriesForecaster(horizon=2, context=0)
     with pytest.raises(ValueError, match="multiple of heads"):
         MaskedLanguageModel(10, dim=30, heads=4)

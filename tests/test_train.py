@@ -327,6 +327,29 @@ def test_train_and_eval_commands(task, tmp_path, capfd):
     assert importlib.util.find_spec("matplotlib") is None or (run / "curves.png").stat().st_size > 0
 
 
+def test_validation_holdout_never_reads_the_test_part(tmp_path):
+    """holdout="validation": simclr trains on a subset of its test-holdout training images and
+    evaluates on the rest of them; forecast evaluates on the series' validation windows."""
+    pytest.importorskip("sklearn")
+    from ssl_fast.data import load_series, make_windows
+    from ssl_fast.train.tasks import TaskOptions, build_task
+
+    def rows(task) -> set[bytes]:
+        return {image.numpy().tobytes() for (image,) in task.dataset}
+
+    full = build_task("simclr", TaskOptions(seed=3), tmp_path)
+    fit = build_task("simclr", TaskOptions(seed=3, holdout="validation"), tmp_path)
+    assert len(fit.dataset) == int(len(full.dataset) * 0.8) and rows(fit) < rows(full)
+    table = fit.evaluate(fit.model, tmp_path)
+    assert set(table) == {"trained encoder", "raw pixels", "random-init encoder"}
+
+    task = build_task("forecast", TaskOptions(holdout="validation"), tmp_path)
+    splits = make_windows(load_series(), 24, 6)
+    val_x, val_y = splits.unscale(splits.val.x), splits.unscale(splits.val.y)
+    last_value = (val_y - val_x[:, -1:]).abs().mean().item()
+    assert task.evaluate(task.model, tmp_path)["last_value"]["mae"] == pytest.approx(last_value)
+
+
 def test_resume_extends_the_stored_run(tmp_path, capsys, monkeypatch):
     base = ["train", "forecast", "--batch-size", "16", "--out", str(tmp_path), "--quiet", "--json"]
     checkpoint_path = tmp_path / "forecast" / "checkpoint.pt"
@@ -489,6 +512,9 @@ BAD_INPUTS = {
                                            "unknown key 'window'"),
     "eval of a checkpoint of another program": (["eval", "{tmp}/library_run.pt"],
                                                 "{tmp}/library_run.pt was not written by `ssl_fast train`"),
+    "validation holdout of a task without one": (["train", "mlm", "--holdout", "validation"],
+                                                 "holdout 'validation' is offered by simclr and forecast, "
+                                                 "not mlm"),
     "bad checkpoint interval": (["train", "forecast", "--checkpoint-every", "5x"],
                                 "must be a number of steps or a time such as 90s, 10min or 1h, got '5x'"),
 }

@@ -29,6 +29,10 @@ class TaskOptions:
     data: str | None = None  # images: digits | mnist | .npy/.npz; text: files or folders; series: a CSV
     column: str | None = None  # forecast: the CSV column (default the last)
     tokenizer: str | None = None  # mlm: a Hugging Face tokenizer name or folder (default: trained WordPiece)
+    # "test": train on the training part, evaluate on the test part. "validation" (simclr,
+    # forecast): train on the training part less a validation part, evaluate on that; for
+    # choosing hyper-parameters without ever reading the test part.
+    holdout: str = "test"
 
 
 @dataclass
@@ -42,10 +46,24 @@ class Task:
     metric: str | None = None  # the evaluation column that curves.png shows
 
 
+HOLDOUTS = ("test", "validation")
+VALIDATED = ("simclr", "forecast")  # the tasks that offer holdout="validation"
+
+
 def _split(n: int, seed: int, test_fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     cut = int(n * (1 - test_fraction))
     return order[:cut], order[cut:]
+
+
+def _holdout_split(n: int, options: TaskOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) indices: the test split, or with holdout="validation" the training
+    indices split again, 80/20, so that the test indices take no part."""
+    train, test = _split(n, options.seed)
+    if options.holdout == "test":
+        return train, test
+    fit, validation = _split(len(train), options.seed + 1)
+    return train[fit], train[validation]
 
 
 def _images(options: TaskOptions):
@@ -124,16 +142,19 @@ def simclr(options: TaskOptions, gather_distributed: bool = False) -> Task:
     _, c, h, w = images.shape
     if h != w:
         raise ValueError(f"simclr: the augmentation makes square views; the images are {h}x{w}")
-    train, test = _split(len(images), options.seed)
+    train, test = _holdout_split(len(images), options)
     torch.manual_seed(options.seed)
+    # Two layers of 512: on the digits' validation holdout (seeds 0-2, --holdout validation) kNN
+    # 98.5% and probe 98.6% in 300 steps, against 98.0% / 98.4% for the former 256-128 (which
+    # needs about 1000 steps to pass raw pixels on kNN) and 98.2% / 97.6% for raw pixels.
     backbone = nn.Sequential(
-        nn.Flatten(), nn.Linear(c * h * w, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU()
+        nn.Flatten(), nn.Linear(c * h * w, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU()
     )
     untrained = copy.deepcopy(backbone)
     # Mild crops and no flips: a digit's identity survives neither a tight crop nor a mirror.
     augment = ContrastiveAugment(h, crop_scale=(0.5, 1.0), flip_p=0.0, noise_std=0.05)
     model = AugmentedSimCLR(
-        SimCLR(backbone, 128, 256, 64, temperature=0.2, gather_distributed=gather_distributed), augment
+        SimCLR(backbone, 512, 256, 64, temperature=0.2, gather_distributed=gather_distributed), augment
     )
 
     def evaluate(model: nn.Module, run_dir: Path) -> Table:
@@ -156,14 +177,20 @@ def forecast(options: TaskOptions) -> Task:
             "points; a longer series is needed"
         )
     torch.manual_seed(options.seed)
-    model = SeriesForecaster(horizon, hidden_size=32)
+    # Each window centred on its mean, a linear skip path (an autoregression on the lags, learned
+    # jointly) and a small recurrent correction: sunspot cycles are close to linear, and a larger
+    # GRU overfits the 187 training windows. Bundled data, seeds 0-2, --holdout validation: MAE
+    # 21.2 against 31.2 for the former two layers of 32 without the skip path; ridge 21.9.
+    model = SeriesForecaster(horizon, hidden_size=16, num_layers=1, context=context, center=True)
+
+    held_out = splits.test if options.holdout == "test" else splits.val
 
     def evaluate(model: nn.Module, run_dir: Path) -> Table:
-        x = splits.test.x
+        x = held_out.x
         with torch.no_grad():
             predicted = model.eval()(x.to(_device_of(model))).cpu()
         return forecast_metrics(
-            splits.unscale(predicted), splits.unscale(splits.test.y), splits.unscale(x),
+            splits.unscale(predicted), splits.unscale(held_out.y), splits.unscale(x),
             splits.unscale(splits.train.x), splits.unscale(splits.train.y),
         )
 
@@ -255,4 +282,8 @@ def build_task(
     }
     if name not in builders:
         raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    if options.holdout not in HOLDOUTS:
+        raise ValueError(f"holdout must be one of {', '.join(HOLDOUTS)}, got {options.holdout!r}")
+    if options.holdout != "test" and name not in VALIDATED:
+        raise ValueError(f"holdout {options.holdout!r} is offered by {' and '.join(VALIDATED)}, not {name}")
     return builders[name]()
