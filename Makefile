@@ -73,7 +73,7 @@ demo-all: build
 	$(PY) -m ssl_fast train mlm --steps 300
 
 lint: test-venv
-	$(PY) -m ruff check ssl_fast tests benchmarks setup.py
+	$(PY) -m ruff check ssl_fast tests benchmarks examples setup.py
 
 # The sdist, then the wheel built from it (so the sdist is known to build), in dist/, against
 # the venv's torch. The package's version is ssl_fast.__version__.

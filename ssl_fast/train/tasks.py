@@ -16,7 +16,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from .evaluate import forecast_metrics, representation_table, save_reconstructions, token_metrics
+from .evaluate import (
+    forecast_metrics,
+    reconstruct,
+    representation_table,
+    save_reconstructions,
+    token_metrics,
+    variant_metrics,
+)
 
 Table = dict[str, dict[str, float]]
 
@@ -26,9 +33,15 @@ class TaskOptions:
     """What a task is built from; stored in the checkpoint so that `eval` rebuilds it."""
 
     seed: int = 0
-    data: str | None = None  # images: digits | mnist | .npy/.npz; text: files or folders; series: a CSV
+    # images: digits | mnist | a folder of IDX files | .npy/.npz; text: files or folders; series: a CSV
+    data: str | None = None
     column: str | None = None  # forecast: the CSV column (default the last)
     tokenizer: str | None = None  # mlm: a Hugging Face tokenizer name or folder (default: trained WordPiece)
+    variant: str = "plain"  # autoencoder: one of AUTOENCODER_VARIANTS
+    sparsity: float | None = None  # autoencoder sparse: the L1 penalty's weight
+    k: int | None = None  # autoencoder topk: active latent units per image
+    noise: float | None = None  # autoencoder denoising: the Gaussian noise's standard deviation
+    beta: float | None = None  # autoencoder vae: the KL term's weight
 
 
 @dataclass
@@ -48,13 +61,17 @@ def _split(n: int, seed: int, test_fraction: float = 0.2) -> tuple[torch.Tensor,
     return order[:cut], order[cut:]
 
 
-def _images(options: TaskOptions):
-    from ..data import load_images
+def _images(options: TaskOptions) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(images, labels, training indices, held-out indices): the source's official split
+    when it has one (an IDX folder's t10k files), else a random 20% held out."""
+    from ..data import load_image_split
 
-    images, labels = load_images(options.data or "digits")
+    images, labels, test_start = load_image_split(options.data or "digits")
     if len(images) < 10:
         raise ValueError(f"{options.data}: {len(images)} images are too few to train and evaluate on")
-    return images, labels
+    if test_start is None:
+        return images, labels, *_split(len(images), options.seed)
+    return images, labels, torch.arange(test_start), torch.arange(test_start, len(images))
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -73,30 +90,62 @@ def _encoder_rows(
     return representation_table(encoders, images, labels, train, test, device)
 
 
-def autoencoder(options: TaskOptions) -> Task:
-    from ..models import Autoencoder
+# The autoencoder task's variants, each with its options' defaults (TaskOptions fields).
+AUTOENCODER_VARIANTS: dict[str, dict[str, float | int]] = {
+    "plain": {},
+    "sparse": {"sparsity": 1e-3},
+    "topk": {"k": 8},
+    "denoising": {"noise": 0.3},
+    "vae": {"beta": 1.0},
+}
+VARIANT_OPTIONS = ("sparsity", "k", "noise", "beta")
 
-    images, labels = _images(options)
-    train, test = _split(len(images), options.seed)
-    d = images[0].numel()
-    # The classic 784-512-256-128 for MNIST-sized inputs; proportional widths below that.
+
+def autoencoder_model(variant: str, options: TaskOptions, d: int) -> nn.Module:
+    """The variant's model for d pixels: the plain MLP body (the classic 784-512-256-128 for
+    MNIST-sized inputs, proportional widths below that), wrapped as the variant asks."""
+    from ..models import VAE, Autoencoder, DenoisingAutoencoder, SparseAutoencoder
+
     widths = (d, 512, 256, 128) if d >= 512 else (d, 3 * d // 4, d // 2, d // 4)
+    if variant == "plain":
+        return Autoencoder(widths)
+    if variant == "sparse":
+        return SparseAutoencoder(Autoencoder(widths), penalty="l1", sparsity=options.sparsity)
+    if variant == "topk":
+        return SparseAutoencoder(Autoencoder(widths), penalty=None, k=options.k)
+    if variant == "denoising":
+        return DenoisingAutoencoder(Autoencoder(widths), "gaussian", options.noise)
+    if variant == "vae":
+        body = Autoencoder(widths, sigmoid_output=False)
+        return VAE(body, "bernoulli", options.beta, beta_warmup_steps=200)
+    raise ValueError(
+        f"unknown autoencoder variant {variant!r}; choose from {', '.join(AUTOENCODER_VARIANTS)}"
+    )
+
+
+def autoencoder(options: TaskOptions) -> Task:
+    images, labels, train, test = _images(options)
     torch.manual_seed(options.seed)
-    model = Autoencoder(widths)
+    model = autoencoder_model(options.variant, options, images[0].numel())
     untrained = copy.deepcopy(model)
 
     def evaluate(model: nn.Module, run_dir: Path) -> Table:
         device = _device_of(model)
         model.eval()
         untrained.to(device).eval()
-        with torch.no_grad():
-            recon = torch.cat([model(part.to(device)).cpu() for part in images[test].split(1024)])
         table = _encoder_rows(model.encode, untrained.encode, images, labels, train, test, device)
-        table.setdefault("trained encoder", {})["reconstruction_mse"] = torch.mean(
-            (recon - images[test]) ** 2).item()
+        trained = table.setdefault("trained encoder", {})
+        held_out = images[test]
+        recon = reconstruct(model, held_out, device)
+        trained["reconstruction_mse"] = torch.mean((recon - held_out) ** 2).item()
         mean_image = images[train].mean(0)
-        table["mean image"] = {"reconstruction_mse": torch.mean((mean_image - images[test]) ** 2).item()}
-        save_reconstructions(images[test[:16]], recon[:16], run_dir / "reconstructions.png")
+        table["mean image"] = {"reconstruction_mse": torch.mean((mean_image - held_out) ** 2).item()}
+        variant_metrics(table, model, untrained, held_out, device, seed=options.seed)
+        samples = None
+        if options.variant == "vae":  # the same samples at every evaluation
+            generator = torch.Generator(device).manual_seed(options.seed)
+            samples = model.sample(16, held_out.shape[1:], generator).cpu()
+        save_reconstructions(held_out[:16], recon[:16], run_dir / "reconstructions.png", samples)
         return table
 
     return Task(model, TensorDataset(images[train]), evaluate, lr=3e-3, metric="reconstruction_mse")
@@ -120,11 +169,10 @@ def simclr(options: TaskOptions, gather_distributed: bool = False) -> Task:
     from ..data import ContrastiveAugment
     from ..models import SimCLR
 
-    images, labels = _images(options)
+    images, labels, train, test = _images(options)
     _, c, h, w = images.shape
     if h != w:
         raise ValueError(f"simclr: the augmentation makes square views; the images are {h}x{w}")
-    train, test = _split(len(images), options.seed)
     torch.manual_seed(options.seed)
     backbone = nn.Sequential(
         nn.Flatten(), nn.Linear(c * h * w, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU()
