@@ -434,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="pre-train a model (bundled data by default), then evaluate it beside baselines",
         description="Tasks: autoencoder (images, reconstruction), simclr (images, NT-Xent), mlm (text, "
         "masked tokens), forecast (a series, the next 6 values). The autoencoder comes in variants "
-        "(--variant): plain (MSE), sparse (ReLU latent, L1 penalty weighted by --sparsity), topk (only the "
+        "(--variant): plain (MSE), sparse (one overcomplete ReLU layer, L1 penalty weighted by --sparsity), "
+        "topk (the same layer, only the "
         "--k largest latent units of each image kept), denoising (Gaussian noise of std --noise on the "
         "inputs, clean targets) and vae (Bernoulli decoder, reconstruction + --beta * KL). Defaults run "
         "offline on bundled data: "
@@ -456,9 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--variant", choices=("plain", "sparse", "topk", "denoising", "vae"),
                        help="autoencoder: the kind of autoencoder (default plain)")
     train.add_argument("--sparsity", type=_positive_float, help="autoencoder sparse: the L1 penalty's weight "
-                       "(default 1e-3)")
+                       "(default 1e-4)")
     train.add_argument("--k", type=_positive,
-                       help="autoencoder topk: latent units kept per image (default 8)")
+                       help="autoencoder topk: latent units kept per image (default 64)")
     train.add_argument("--noise", type=_positive_float, help="autoencoder denoising: standard deviation of "
                        "the Gaussian noise added to the inputs (default 0.3)")
     train.add_argument("--beta", type=_positive_float,

@@ -352,7 +352,7 @@ def test_autoencoder_variants_train_and_eval(variant, tmp_path, capsys):
     options = load_checkpoint(run / "checkpoint.pt")["config"]["extra"]["options"]
     assert options["variant"] == variant
     if variant == "sparse":
-        assert 0 < table["trained encoder"]["active_fraction"] <= 1 and options["sparsity"] == 1e-3
+        assert 0 < table["trained encoder"]["active_fraction"] <= 1 and options["sparsity"] == 1e-4
     if variant == "vae":
         assert table["random-init encoder"]["neg_elbo_nats"] > table["trained encoder"]["neg_elbo_nats"] > 0
     if variant == "denoising":

@@ -130,6 +130,11 @@ def _check_body(name: str, body: nn.Module) -> None:
 # ---------------------------------------------------------------------------- sparse
 
 
+def _check_k(k: int, units: int) -> None:
+    if k > units:
+        raise ValueError(f"SparseAutoencoder: k={k} exceeds the latent's {units} units")
+
+
 class SparseAutoencoder(nn.Module):
     """A body whose latent is pushed towards few active units.
 
@@ -165,6 +170,8 @@ class SparseAutoencoder(nn.Module):
             raise ValueError(
                 "SparseAutoencoder: k (TopK) zeroes units, which a sigmoid latent ('kl') never is"
             )
+        if k is not None and isinstance(body, Autoencoder):  # a conv latent's size follows the image's
+            _check_k(k, body.widths[-1])
         self.body, self.penalty, self.sparsity, self.rho, self.k = body, penalty, sparsity, rho, k
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,8 +182,7 @@ class SparseAutoencoder(nn.Module):
         if self.k is None:
             return torch.relu(pre)
         flat = pre.flatten(1)
-        if self.k > flat.shape[1]:
-            raise ValueError(f"SparseAutoencoder: k={self.k} exceeds the latent's {flat.shape[1]} units")
+        _check_k(self.k, flat.shape[1])
         values, index = flat.topk(self.k, dim=1)
         return torch.zeros_like(flat).scatter(1, index, torch.relu(values)).view_as(pre)
 
