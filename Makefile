@@ -86,7 +86,7 @@ demo-seeds: build
 	$(PY) benchmarks/pretext_seeds.py
 
 lint: test-venv
-	$(PY) -m ruff check ssl_fast tests benchmarks setup.py
+	$(PY) -m ruff check ssl_fast tests benchmarks examples setup.py
 
 # The sdist, then the wheel built from it (so the sdist is known to build), in dist/, against
 # the venv's torch. The package's version is ssl_fast.__version__.

@@ -200,8 +200,9 @@ def _check_resumed_options(
     defaults = build_parser().parse_args(["train", args.task])
     kept = {
         "data": options.data, "column": options.column, "tokenizer": options.tokenizer,
-        "holdout": options.holdout, "seed": stored["seed"], "batch_size": stored["batch_size"],
-        "lr": stored["lr"], "amp": stored["amp"],
+        "holdout": options.holdout, "variant": options.variant, "sparsity": options.sparsity, "k": options.k,
+        "noise": options.noise, "beta": options.beta,
+        "seed": stored["seed"], "batch_size": stored["batch_size"], "lr": stored["lr"], "amp": stored["amp"],
         "chunk_size": stored["chunk_size"] or None, "compile": stored["compile"],
         "metrics": stored["metrics"], "no_tensorboard": not stored["tensorboard"],
     }
@@ -217,6 +218,30 @@ def _check_resumed_options(
                 f"--resume: {resume} was trained with {was}, and a resumed run keeps its options; drop "
                 f"{flag}, or start a new run with another --out"
             )
+
+
+def _variant_options(args: argparse.Namespace, variant: str) -> dict:
+    """The autoencoder variant's options (TaskOptions fields), each given or its default; an
+    option that the task or the variant does not use is a usage error."""
+    from .train.tasks import AUTOENCODER_VARIANTS, VARIANT_OPTIONS
+
+    given = {name: getattr(args, name) for name in VARIANT_OPTIONS if getattr(args, name) is not None}
+    if args.task != "autoencoder":
+        if args.variant is not None or given:
+            flag = "variant" if args.variant is not None else next(iter(given))
+            raise ValueError(f"--{flag} applies to the autoencoder task only, not {args.task}")
+        return {}
+    defaults = AUTOENCODER_VARIANTS[variant]
+    for name in given:
+        if name not in defaults:
+            users = [v for v, options in AUTOENCODER_VARIANTS.items() if name in options]
+            raise ValueError(f"--{name} applies to --variant {' or '.join(users)}, not {variant}")
+    return {"variant": variant, **defaults, **given}
+
+
+def _run_dir(out: Path, task: str, variant: str | None) -> Path:
+    """OUT/TASK, and OUT/autoencoder-VARIANT for the autoencoder's variants other than plain."""
+    return out / (task if variant in (None, "plain") else f"{task}-{variant}")
 
 
 def _run_checkpoint(path: Path) -> tuple[dict, str, TaskOptions]:
@@ -239,15 +264,18 @@ def _train(args: argparse.Namespace) -> int:
     from .train.tasks import TaskOptions, build_task
 
     rank, world, device = _launch(args.device)
-    run_dir = args.out / args.task
-    resume = _resume_from(args, run_dir)
+    resume = _resume_from(args, _run_dir(args.out, args.task, args.variant))
     if resume is None:
-        state, options = None, TaskOptions(args.seed, args.data, args.column, args.tokenizer, args.holdout)
+        state = None
+        variant = _variant_options(args, args.variant or "plain")
+        options = TaskOptions(args.seed, args.data, args.column, args.tokenizer, args.holdout, **variant)
     else:  # the stored run continues
         state, stored_task, options = _run_checkpoint(resume)
         if stored_task != args.task:
             raise ValueError(f"--resume: {resume} is a {stored_task} run, not {args.task}")
+        _variant_options(args, options.variant)
         _check_resumed_options(args, state["config"], options, resume)
+    run_dir = _run_dir(args.out, args.task, options.variant)
     task = build_task(args.task, options, run_dir, fresh=resume is None, distributed=world > 1,
                       progress=not args.quiet)
     if state is None:
@@ -405,18 +433,37 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train", help="pre-train a model (bundled data by default), then evaluate it beside baselines",
         description="Tasks: autoencoder (images, reconstruction), simclr (images, NT-Xent), mlm (text, "
-        "masked tokens), forecast (a series, the next 6 values). Defaults run offline on bundled data: "
+        "masked tokens), forecast (a series, the next 6 values). The autoencoder comes in variants "
+        "(--variant): plain (MSE), sparse (one overcomplete ReLU layer, L1 penalty weighted by --sparsity), "
+        "topk (the same layer, only the "
+        "--k largest latent units of each image kept), denoising (Gaussian noise of std --noise on the "
+        "inputs, clean targets) and vae (Bernoulli decoder, reconstruction + --beta * KL). Defaults run "
+        "offline on bundled data: "
         "scikit-learn's digits, the text of Python's documentation, the yearly sunspot numbers. "
-        "OUT/TASK/ receives checkpoint.pt (every 2min and at the end), metrics, eval.json, curves.png "
-        "(with matplotlib), TensorBoard events, and reconstructions.png (autoencoder) or tokenizer.json "
+        "OUT/TASK/ (OUT/autoencoder-VARIANT/ for variants other than plain) receives checkpoint.pt (every "
+        "2min and at the end), metrics, eval.json, curves.png "
+        "(with matplotlib), TensorBoard events, and reconstructions.png (autoencoder; vae: with samples) or "
+        "tokenizer.json "
         "(mlm). Under torchrun each process trains on its shard (gloo on cpu, NCCL on cuda) and SimCLR "
         "contrasts across all of them.",
     )
     train.add_argument("task", choices=("autoencoder", "simclr", "mlm", "forecast"))
-    train.add_argument("--data", help="images: digits (default), mnist or a .npy/.npz file; mlm: text "
+    train.add_argument("--data", help="images: digits (default), mnist (torchvision), a folder of MNIST's "
+                       "IDX files (e.g. Fashion-MNIST; t10k is the held-out split) or a .npy/.npz file; mlm: "
+                       "text "
                        "files or folders (default: Python's documentation); forecast: a CSV file (default: "
                        "sunspots)")
     train.add_argument("--column", help="forecast: the CSV column (default: the last)")
+    train.add_argument("--variant", choices=("plain", "sparse", "topk", "denoising", "vae"),
+                       help="autoencoder: the kind of autoencoder (default plain)")
+    train.add_argument("--sparsity", type=_positive_float, help="autoencoder sparse: the L1 penalty's weight "
+                       "(default 1e-4)")
+    train.add_argument("--k", type=_positive,
+                       help="autoencoder topk: latent units kept per image (default 64)")
+    train.add_argument("--noise", type=_positive_float, help="autoencoder denoising: standard deviation of "
+                       "the Gaussian noise added to the inputs (default 0.3)")
+    train.add_argument("--beta", type=_positive_float,
+                       help="autoencoder vae: the KL term's weight (default 1)")
     train.add_argument("--tokenizer", help="mlm: a Hugging Face tokenizer name or folder (default: a "
                        "WordPiece vocabulary trained on the corpus)")
     length = train.add_mutually_exclusive_group()
@@ -427,9 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the task's)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--holdout", choices=("test", "validation"), default="test",
-                       help="what the evaluation reads: the test part (default), or (simclr, forecast) a "
-                       "validation part carved out of the training part, which then trains without it: "
-                       "for choosing hyper-parameters without reading the test part")
+                       help="what the evaluation reads: the test part (default), or (autoencoder, simclr, "
+                       "forecast) a validation part carved out of the training part, which then trains "
+                       "without it: for choosing hyper-parameters without reading the test part")
     train.add_argument("--amp", choices=("bf16", "fp16"), help="autocast dtype (fp16 on CUDA only)")
     train.add_argument("--chunk-size", type=_positive,
                        help="simclr: gradient caching, encoding the batch in chunks of this many images")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -73,3 +77,40 @@ def assert_accurate(
         f"{what}: error {ours_err:.3g} > torch's {torch_err:.3g} + tolerance "
         f"({ours.dtype}, |reference| up to {scale:.3g})"
     )
+
+
+# ----------------------------------------------------------------- MNIST-format IDX files
+
+IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte")
+
+
+def idx_bytes(array: np.ndarray, type_byte: int = 0x08) -> bytes:
+    """An IDX file: two zero bytes, the type, the number of dimensions, the big-endian
+    dimensions, then the values (as the array holds them: big-endian for multi-byte types)."""
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return bytes([0, 0, type_byte, array.ndim]) + dims + array.tobytes()
+
+
+def write_idx(path: Path, data: bytes, gz: bool) -> None:
+    """data at path, or gzipped at path + ".gz"."""
+    if gz:
+        with gzip.open(f"{path}.gz", "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def idx_folder(folder: Path, gzipped=(True, False, True, False), n_train=7, n_test=3, size=(5, 4),
+               classes=10) -> tuple[np.ndarray, ...]:
+    """A folder of the four MNIST IDX files of random uint8 images and labels; returns the
+    arrays (train images, train labels, t10k images, t10k labels)."""
+    rng = np.random.default_rng(0)
+    arrays = (rng.integers(0, 256, (n_train, *size), dtype=np.uint8),
+              rng.integers(0, classes, n_train, dtype=np.uint8),
+              rng.integers(0, 256, (n_test, *size), dtype=np.uint8),
+              rng.integers(0, classes, n_test, dtype=np.uint8))
+    folder.mkdir(exist_ok=True)
+    for name, array, gz in zip(IDX_NAMES, arrays, gzipped, strict=True):
+        write_idx(folder / name, idx_bytes(array), gz)
+    return arrays

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
+from conftest import idx_bytes, idx_folder, write_idx
 
-from ssl_fast.data import load_images, load_series, make_windows
+from ssl_fast.data import load_image_split, load_images, load_series, make_windows, read_idx
 
 
 def test_bundled_sunspots():
@@ -106,10 +109,78 @@ def test_mnist_without_files_or_network(monkeypatch, tmp_path):
 
 
 def test_image_errors(tmp_path):
-    with pytest.raises(ValueError, match="'digits', 'mnist' or a .npy/.npz path"):
+    with pytest.raises(ValueError, match="'digits', 'mnist', a folder of IDX files or a .npy/.npz path"):
         load_images(tmp_path / "x.png")
     with pytest.raises(FileNotFoundError):
         load_images(tmp_path / "x.npy")
+    with pytest.raises(FileNotFoundError, match="no folder"):
+        load_images(tmp_path / "mnist")
+
+
+# ----------------------------------------------------------------- MNIST-format IDX folders
+
+@pytest.mark.parametrize("gzipped", [(True,) * 4, (False,) * 4, (True, False, False, True)],
+                         ids=["gzipped", "plain", "mixed"])
+def test_idx_folder(tmp_path, gzipped):
+    train_x, train_y, test_x, test_y = idx_folder(tmp_path / "mnist", gzipped)
+    images, labels, test_start = load_image_split(tmp_path / "mnist")
+    assert images.shape == (10, 1, 5, 4) and images.dtype == torch.float32 and test_start == 7
+    expected = np.concatenate([train_x, test_x])[:, None] / 255.0
+    torch.testing.assert_close(images, torch.from_numpy(expected).float())
+    assert labels.tolist() == np.concatenate([train_y, test_y]).tolist()
+    images_only, labels_only = load_images(str(tmp_path / "mnist"))  # the training set first, then t10k
+    assert torch.equal(images_only, images) and torch.equal(labels_only, labels)
+
+
+def test_read_idx_types_and_big_endian(tmp_path):
+    values = (np.arange(-6, 6).reshape(3, 4) * 1000).astype(">i4")
+    (tmp_path / "ints").write_bytes(idx_bytes(values, 0x0C))
+    np.testing.assert_array_equal(read_idx(tmp_path / "ints"), values)
+    floats = np.linspace(0, 1, 6, dtype=">f8")
+    write_idx(tmp_path / "floats", idx_bytes(floats, 0x0E), gz=True)
+    np.testing.assert_array_equal(read_idx(tmp_path / "floats.gz"), floats)
+
+
+def test_idx_folder_missing_a_file(tmp_path):
+    idx_folder(tmp_path, gzipped=(False,) * 4)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(FileNotFoundError) as error:
+        load_images(tmp_path)
+    assert str(error.value) == (
+        f"load_images: {tmp_path} lacks t10k-labels-idx1-ubyte[.gz]; a folder of IDX files holds "
+        "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
+        "(each may be gzipped)"
+    )
+
+
+CORRUPT_IDX = {
+    "bad magic": (lambda good: b"\x12\x34" + good[2:], "is not an IDX file (magic number 1234"),
+    "unknown type": (lambda good: good[:2] + b"\x07" + good[3:], "is not an IDX file (magic number 0000070"),
+    "truncated values": (lambda good: good[:-5], "but its header (7, 5, 4) of uint8 needs 156: truncated"),
+    "truncated header": (lambda good: good[:9], "is truncated: its header lacks dimensions"),
+    "trailing bytes": (lambda good: good + b"\0", "trailing bytes"),
+    "empty": (lambda good: b"", "magic number missing"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_IDX))
+def test_corrupt_idx_files(tmp_path, case):
+    idx_folder(tmp_path, gzipped=(False,) * 4)
+    path = tmp_path / "train-images-idx3-ubyte"
+    damage, message = CORRUPT_IDX[case]
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_images(tmp_path)
+
+
+def test_idx_folder_inconsistent_files(tmp_path):
+    idx_folder(tmp_path, gzipped=(False,) * 4)
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(6, np.uint8)))
+    with pytest.raises(ValueError, match=r"the train files hold images of shape \(7, 5, 4\) and labels"):
+        load_images(tmp_path)
+    (tmp_path / "broken.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match="cannot read .*broken.gz"):
+        read_idx(tmp_path / "broken.gz")
 
 
 # ----------------------------------------------------------------- text

@@ -79,6 +79,18 @@ def test_reconstruction_grid(tmp_path):
             assert lo < 100 and hi == 255
 
 
+def test_reconstruction_grid_with_a_row_of_samples(tmp_path):
+    pil = pytest.importorskip("PIL.Image")
+    images = torch.rand(4, 1, 8, 8)
+    samples = torch.zeros(6, 64)  # more samples than originals: the grid widens to fit them
+    path = save_reconstructions(images, images, tmp_path / "grid.png", samples)
+    with pil.open(path) as grid:
+        assert grid.size == (2 + 6 * (64 + 2), 2 + 3 * (LABEL_HEIGHT + 64 + 2))
+        top = 2 + 2 * (LABEL_HEIGHT + 64 + 2)
+        assert grid.crop((0, top, grid.width, top + LABEL_HEIGHT)).getextrema()[0] < 100  # labelled
+        assert grid.getpixel((2 + 5 * 66 + 30, top + LABEL_HEIGHT + 30)) == 0  # the sixth sample, black
+
+
 def test_table_leaves_missing_metrics_blank():
     text = format_table({"model": {"a": 1.0, "b": 0.5}, "baseline": {"b": 0.25}})
     header, model, baseline = text.splitlines()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import idx_folder
 from torch.utils.data import TensorDataset
 
 from ssl_fast.models import Autoencoder, SeriesForecaster
@@ -350,6 +351,81 @@ def test_validation_holdout_never_reads_the_test_part(tmp_path):
     assert task.evaluate(task.model, tmp_path)["last_value"]["mae"] == pytest.approx(last_value)
 
 
+VARIANT_METRICS = {  # the metrics each variant adds to the trained row, and its extra baseline rows
+    "sparse": ({"active_fraction"}, set()),
+    "topk": ({"active_fraction"}, set()),
+    "denoising": ({"denoised_mse"}, {"corrupted input"}),
+    "vae": ({"neg_elbo_nats"}, set()),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANT_METRICS))
+def test_autoencoder_variants_train_and_eval(variant, tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    args = ["train", "autoencoder", "--variant", variant, "--steps", "2", "--batch-size", "16", "--out",
+            str(tmp_path), "--quiet", "--json", "--no-tensorboard"]
+    status, out, err = _run(args, capsys)
+    assert status == 0, err
+    result = json.loads(out)
+    metrics, rows = VARIANT_METRICS[variant]
+    table = result["evaluation"]
+    assert set(table) == {"trained encoder", "raw pixels", "random-init encoder", "mean image"} | rows
+    assert set(table["trained encoder"]) == {"knn_top1", "linear_probe", "reconstruction_mse"} | metrics
+    run = tmp_path / f"autoencoder-{variant}"  # each variant in its own folder
+    options = load_checkpoint(run / "checkpoint.pt")["config"]["extra"]["options"]
+    assert options["variant"] == variant
+    if variant == "sparse":
+        assert 0 < table["trained encoder"]["active_fraction"] <= 1 and options["sparsity"] == 1e-4
+    if variant == "vae":
+        assert table["random-init encoder"]["neg_elbo_nats"] > table["trained encoder"]["neg_elbo_nats"] > 0
+    if variant == "denoising":
+        assert table["mean image"]["denoised_mse"] == table["mean image"]["reconstruction_mse"]
+    if importlib.util.find_spec("PIL") is not None:  # the VAE's grid has a third row of samples
+        from PIL import Image
+
+        from ssl_fast.train.evaluate import LABEL_HEIGHT
+
+        with Image.open(run / "reconstructions.png") as grid:
+            assert grid.height == 2 + (3 if variant == "vae" else 2) * (LABEL_HEIGHT + 64 + 2)
+    status, out, err = _run(["eval", str(run), "--json"], capsys)  # rebuilds the same variant
+    assert status == 0, err
+    assert json.loads(out)["evaluation"] == table
+
+
+def test_a_resumed_variant_keeps_its_options(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    base = ["train", "autoencoder", "--batch-size", "16", "--out", str(tmp_path), "--quiet", "--json",
+            "--no-tensorboard"]
+    status, out, err = _run(base + ["--variant", "vae", "--beta", "0.5", "--steps", "2"], capsys)
+    assert status == 0, err
+    checkpoint = tmp_path / "autoencoder-vae" / "checkpoint.pt"
+    status, out, err = _run(base + ["--variant", "vae", "--resume", "--steps", "3"], capsys)
+    assert status == 0, err
+    assert json.loads(out)["steps"] == 3
+    assert load_checkpoint(checkpoint)["model"]["step"].item() == 3  # the warm-up counter continues
+    for option, was in ((["--variant", "topk"], "--variant vae"), (["--beta", "2"], "--beta 0.5")):
+        status, out, err = _run(base + ["--resume", str(checkpoint), "--steps", "4"] + option, capsys)
+        assert status == 2 and out == ""
+        assert err == (f"ssl_fast: error: --resume: {checkpoint} was trained with {was}, and a resumed "
+                       f"run keeps its options; drop {option[0]}, or start a new run with another --out\n")
+    status, out, err = _run(base + ["--resume", str(checkpoint), "--steps", "4", "--k", "2"], capsys)
+    assert status == 2 and err == "ssl_fast: error: --k applies to --variant topk, not vae\n"
+
+
+def test_an_idx_folder_is_split_as_published(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from ssl_fast.train.tasks import TaskOptions, build_task
+
+    idx_folder(tmp_path / "mnist", n_train=40, n_test=24, size=(8, 8), classes=3)
+    task = build_task("autoencoder", TaskOptions(data=str(tmp_path / "mnist")), tmp_path)
+    assert len(task.dataset) == 40  # the training files; t10k is held out
+    args = ["train", "autoencoder", "--data", str(tmp_path / "mnist"), "--steps", "2", "--batch-size", "16",
+            "--out", str(tmp_path), "--quiet", "--no-tensorboard"]
+    status, out, err = _run(args, capsys)
+    assert status == 0, err
+    assert "trained encoder" in out
+
+
 def test_resume_extends_the_stored_run(tmp_path, capsys, monkeypatch):
     base = ["train", "forecast", "--batch-size", "16", "--out", str(tmp_path), "--quiet", "--json"]
     checkpoint_path = tmp_path / "forecast" / "checkpoint.pt"
@@ -463,6 +539,8 @@ def _files(tmp_path):
     (tmp_path / "random.npy").write_bytes(UNREADABLE["random bytes"][0]())
     (tmp_path / "random.pt").write_bytes(UNREADABLE["random bytes"][0]())
     (tmp_path / "truncated.pt").write_bytes(UNREADABLE["a truncated checkpoint"][0]())
+    idx_folder(tmp_path / "idx")
+    (tmp_path / "idx" / "t10k-labels-idx1-ubyte").unlink()
     torch.save(_state(config="lr=0.1"), tmp_path / "config_string.pt")
     torch.save(_state(), tmp_path / "library_run.pt")  # no task in config.extra
     extra = {"task": "forecast", "options": {"seed": 0, "window": 12}}
@@ -513,8 +591,18 @@ BAD_INPUTS = {
     "eval of a checkpoint of another program": (["eval", "{tmp}/library_run.pt"],
                                                 "{tmp}/library_run.pt was not written by `ssl_fast train`"),
     "validation holdout of a task without one": (["train", "mlm", "--holdout", "validation"],
-                                                 "holdout 'validation' is offered by simclr and forecast, "
-                                                 "not mlm"),
+                                                 "holdout 'validation' is offered by autoencoder, simclr, "
+                                                 "forecast, not mlm"),
+    "an option of another variant": (["train", "autoencoder", "--variant", "vae", "--k", "3"],
+                                     "--k applies to --variant topk, not vae"),
+    "a variant's option without the variant": (["train", "autoencoder", "--noise", "0.1"],
+                                               "--noise applies to --variant denoising, not plain"),
+    "a variant for another task": (["train", "simclr", "--variant", "vae"],
+                                   "--variant applies to the autoencoder task only, not simclr"),
+    "an unknown variant": (["train", "autoencoder", "--variant", "contractive"],
+                           "invalid choice: 'contractive'"),
+    "an IDX folder missing a file": (["train", "autoencoder", "--data", "{tmp}/idx"],
+                                     "{tmp}/idx lacks t10k-labels-idx1-ubyte[.gz]; a folder of IDX files"),
     "bad checkpoint interval": (["train", "forecast", "--checkpoint-every", "5x"],
                                 "must be a number of steps or a time such as 90s, 10min or 1h, got '5x'"),
 }

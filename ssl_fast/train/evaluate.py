@@ -1,5 +1,6 @@
 """How good a learned representation or predictor is, each number beside a baseline:
-weighted kNN and linear-probe accuracy of features, reconstruction MSE with a picture,
+weighted kNN and linear-probe accuracy of features, reconstruction MSE with a picture (and
+the autoencoder variants' own measures: sparsity, negative ELBO, denoising error),
 masked-token accuracy and perplexity against unigram statistics, and forecast errors
 against the last value and a ridge regression on the lags."""
 
@@ -88,37 +89,100 @@ def _column(values: list[float | None], digits: int = 4) -> list[str]:
     return ["" if v is None else f"{v:.{decimals}f}" for v in values]
 
 
-ROW_LABELS = ("original", "reconstruction")
+ROW_LABELS = ("original", "reconstruction", "samples")
 LABEL_HEIGHT = 14  # pixels of the strip above each row that names it
 
 
-def save_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path) -> Path | None:
+def save_reconstructions(
+    originals: torch.Tensor, reconstructions: torch.Tensor, path: Path, samples: torch.Tensor | None = None
+) -> Path | None:
     """A PNG grid: the originals [B, 1 or 3, H, W] in [0, 1] on the top row, their
-    reconstructions below, each row under a label that names it, each image scaled up to
-    at least 64 pixels. Needs Pillow; returns None without it."""
+    reconstructions below, then (when given) generated samples [S, C, H, W] on a third row,
+    each row under a label that names it, each image scaled up to at least 64 pixels.
+    Needs Pillow; returns None without it."""
     try:
         from PIL import Image, ImageDraw
     except ImportError:
         return None
-    rows = torch.stack([originals, reconstructions.reshape(originals.shape)]).clamp(0, 1)
-    two, b, c, h, w = rows.shape
+    rows = [originals, reconstructions.reshape(originals.shape)]
+    if samples is not None:
+        rows.append(samples.reshape(-1, *originals.shape[1:]))
+    _, c, h, w = originals.shape
+    columns = max(len(row) for row in rows)
     zoom = max(1, -(-64 // h))
     pad = 2
     row_height = LABEL_HEIGHT + h * zoom + pad
-    grid = torch.ones(c, two * row_height + pad, b * (w * zoom + pad) + pad)
-    for r in range(two):
-        for i in range(b):
-            tile = rows[r, i].repeat_interleave(zoom, 1).repeat_interleave(zoom, 2)
+    grid = torch.ones(c, len(rows) * row_height + pad, columns * (w * zoom + pad) + pad)
+    for r, row in enumerate(rows):
+        for i, image in enumerate(row.clamp(0, 1)):
+            tile = image.repeat_interleave(zoom, 1).repeat_interleave(zoom, 2)
             top, left = pad + r * row_height + LABEL_HEIGHT, pad + i * (w * zoom + pad)
             grid[:, top:top + h * zoom, left:left + w * zoom] = tile
     pixels = (grid * 255).round().byte().permute(1, 2, 0).squeeze(-1).numpy()
     image = Image.fromarray(pixels)
     draw = ImageDraw.Draw(image)
-    for r, label in enumerate(ROW_LABELS):
+    for r, label in enumerate(ROW_LABELS[:len(rows)]):
         draw.text((pad + 2, pad + r * row_height), label, fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+# ---------------------------------------------------------------- the autoencoder variants
+
+
+@torch.no_grad()
+def reconstruct(
+    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 1024
+) -> torch.Tensor:
+    """model(x) batch by batch on `device`, as float32 on the CPU (put the model in eval mode)."""
+    return torch.cat([model(part.to(device)).float().cpu() for part in x.split(batch_size)])
+
+
+@torch.no_grad()
+def negative_elbo(vae: nn.Module, x: torch.Tensor, device: torch.device, samples: int = 4,
+                  seed: int = 0, batch_size: int = 1024) -> float:
+    """The VAE's negative ELBO (beta = 1) in nats per image, averaged over `samples`
+    posterior draws per image from a generator seeded with `seed` on `device`."""
+    generator = torch.Generator(device).manual_seed(seed)
+    total = 0.0
+    for part in x.split(batch_size):
+        part = part.to(device)
+        for _ in range(samples):
+            reconstruction, kl = vae.terms(part, generator)
+            total += (reconstruction + kl).item() * len(part)
+    return total / (samples * len(x))
+
+
+def variant_metrics(
+    table: dict[str, dict[str, float]], model: nn.Module, untrained: nn.Module, held_out: torch.Tensor,
+    device: torch.device, seed: int = 0,
+) -> None:
+    """Adds the metrics of the autoencoder's variant to the task's table (rows "trained
+    encoder", "random-init encoder", "mean image"):
+
+    - SparseAutoencoder: active_fraction, the mean fraction of active latent units;
+    - VAE: neg_elbo_nats, the held-out negative ELBO per image (4 seeded draws);
+    - DenoisingAutoencoder: denoised_mse, the error against the clean images of the model
+      given corrupted held-out images (seeded), beside the corrupted images themselves
+      taken as the reconstruction (the identity) and the mean image.
+    """
+    from ..models import VAE, DenoisingAutoencoder, SparseAutoencoder
+
+    rows = {"trained encoder": model, "random-init encoder": untrained}
+    for name, net in rows.items():
+        row = table.setdefault(name, {})
+        if isinstance(net, SparseAutoencoder):
+            latent = features(net.encode, held_out, device)
+            row["active_fraction"] = net.active(latent).double().mean().item()
+        if isinstance(net, VAE):
+            row["neg_elbo_nats"] = negative_elbo(net, held_out, device, seed=seed)
+    if isinstance(model, DenoisingAutoencoder):
+        corrupted = model.corrupt(held_out, torch.Generator().manual_seed(seed))
+        denoised = reconstruct(model, corrupted, device)
+        table["trained encoder"]["denoised_mse"] = torch.mean((denoised - held_out) ** 2).item()
+        table["corrupted input"] = {"denoised_mse": torch.mean((corrupted - held_out) ** 2).item()}
+        table["mean image"]["denoised_mse"] = table["mean image"]["reconstruction_mse"]
 
 
 def token_metrics(logits: torch.Tensor, labels: torch.Tensor, train_counts: torch.Tensor) -> dict[str, float]:
