@@ -3,20 +3,24 @@
 from ._ext import empty_cache
 from .collate import MLMCollator
 from .info import backend_info
-from .losses import InfoNCELoss, MSELoss, NTXentLoss, SmoothL1Loss
+from .losses import BCELoss, BCEWithLogitsLoss, InfoNCELoss, MSELoss, NTXentLoss, SmoothL1Loss
 from .ops.contrastive import info_nce, nt_xent
 from .ops.masking import mask_tokens, random_masking
 from .ops.mlm_loss import mlm_loss
-from .ops.regression import mse_loss, smooth_l1_loss
+from .ops.regression import binary_cross_entropy, binary_cross_entropy_with_logits, mse_loss, smooth_l1_loss
 
 __version__ = "0.1.0"
 __all__ = [
+    "BCELoss",
+    "BCEWithLogitsLoss",
     "InfoNCELoss",
     "MLMCollator",
     "MSELoss",
     "NTXentLoss",
     "SmoothL1Loss",
     "backend_info",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
     "empty_cache",
     "info_nce",
     "mask_tokens",
