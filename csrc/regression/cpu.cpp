@@ -77,12 +77,12 @@ struct Pass {
     const Operands<scalar_t, acc_t, kContig, kWeighted, kPos> in(p, s, kGrad ? 1 : 0);
     const Col<scalar_t, kContig> g{p[0], s[0]};
     acc_t lane[kLanes] = {};
-    bool x_ok = true, y_ok = true;
+    unsigned x_ok = 1, y_ok = 1;  // an AND of unsigned vectorises, one of bool does not
     auto step = [&](int64_t i, acc_t& acc) {
       const acc_t x = in.input(i), y = in.target(i), pw = in.pos_weight(i), w = in.weight(i);
       if constexpr (Loss::kUnitInterval) {
-        x_ok &= in_unit_interval(x);
-        y_ok &= in_unit_interval(y);
+        x_ok &= unsigned(in_unit_interval(x));
+        y_ok &= unsigned(in_unit_interval(y));
       }
       acc += w * f.loss(x, y, pw);
       if constexpr (kGrad) g[i] = static_cast<scalar_t>(scale * w * f.grad(x, y, pw));
@@ -105,12 +105,12 @@ struct Pass {
   void loss_run(char** p, const int64_t* s, int64_t n) const {
     const Operands<scalar_t, acc_t, kContig, kWeighted, kPos> in(p, s, 1);
     const Col<scalar_t, kContig> out{p[0], s[0]};
-    bool x_ok = true, y_ok = true;
+    unsigned x_ok = 1, y_ok = 1;  // an AND of unsigned vectorises, one of bool does not
     for (int64_t i = 0; i < n; ++i) {
       const acc_t x = in.input(i), y = in.target(i);
       if constexpr (Loss::kUnitInterval) {
-        x_ok &= in_unit_interval(x);
-        y_ok &= in_unit_interval(y);
+        x_ok &= unsigned(in_unit_interval(x));
+        y_ok &= unsigned(in_unit_interval(y));
       }
       out[i] = static_cast<scalar_t>(in.weight(i) * f.loss(x, y, in.pos_weight(i)));
     }
@@ -123,12 +123,12 @@ struct Pass {
   void grad_run(char** p, const int64_t* s, int64_t n) const {
     const Operands<scalar_t, acc_t, kContig, kWeighted, kPos> in(p, s, kGradOut ? 2 : 1);
     const Col<scalar_t, kContig> gi{p[0], s[0]}, go{p[1], s[1]};
-    bool x_ok = true, y_ok = true;
+    unsigned x_ok = 1, y_ok = 1;  // an AND of unsigned vectorises, one of bool does not
     for (int64_t i = 0; i < n; ++i) {
       const acc_t x = in.input(i), y = in.target(i);
       if constexpr (Loss::kUnitInterval) {
-        x_ok &= in_unit_interval(x);
-        y_ok &= in_unit_interval(y);
+        x_ok &= unsigned(in_unit_interval(x));
+        y_ok &= unsigned(in_unit_interval(y));
       }
       const acc_t upstream = kGradOut ? acc_t(go[i]) * scale : scale;
       gi[i] = static_cast<scalar_t>(upstream * in.weight(i) * f.grad(x, y, in.pos_weight(i)));

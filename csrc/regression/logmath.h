@@ -32,21 +32,39 @@ inline float log1p_near0(float z) {
   return 2.f * s * p;
 }
 
-// log(x) for x >= 0: x = m 2^e with m in [0.75, 1.5), log(x) = e ln2 + log1p(m - 1)
-// (m - 1 is exact). Subnormals are scaled by 2^24 first. log(0) = -inf; NaN and
-// negative x give NaN; +inf gives +inf.
-inline float log_nonneg(float x) {
+// x > 0 (finite) as 2^e (1 + z) with 1 + z in [0.75, 1.5), z exact. Subnormals are
+// scaled by 2^24 first.
+struct Reduced {
+  float e, z;
+};
+inline Reduced reduce(float x) {
   const bool tiny = x < std::numeric_limits<float>::min();
-  const float xs = tiny ? x * 16777216.f : x;
-  const int32_t bits = __builtin_bit_cast(int32_t, xs);
-  // Exponent such that the mantissa lands in [0.75, 1.5): offset by the bits of 0.75.
+  const int32_t bits = __builtin_bit_cast(int32_t, tiny ? x * 16777216.f : x);
+  // The exponent that puts the mantissa in [0.75, 1.5): offset by the bits of 0.75.
   const int32_t e = (bits - 0x3f400000) >> 23;
   const float m = __builtin_bit_cast(float, bits - (e << 23));
-  const float ef = static_cast<float>(e) - (tiny ? 24.f : 0.f);
-  const float r = ef * 0.693145751953125f + (log1p_near0(m - 1.f) + ef * 1.428606765330187e-06f);
+  return {static_cast<float>(e) - (tiny ? 24.f : 0.f), m - 1.f};
+}
+
+// e ln2 + log1p(z), with ln 2 in two parts (Cody and Waite) so that e ln2_hi is exact.
+inline float log_of(Reduced r) {
+  return r.e * 0.693145751953125f + (log1p_near0(r.z) + r.e * 1.428606765330187e-06f);
+}
+
+// log(x) for x in (0, inf); log(0) = -inf; NaN, negative x and +inf give what std::log does.
+inline float log_nonneg(float x) {
   constexpr float kInf = std::numeric_limits<float>::infinity();
   const float special = x == 0.f ? -kInf : (x == kInf ? kInf : std::numeric_limits<float>::quiet_NaN());
-  return x > 0.f && x < kInf ? r : special;
+  return x > 0.f && x < kInf ? log_of(reduce(x)) : special;
+}
+
+// log(1 - x) for x <= 1: the series on -x up to 1/2, where 1 - x would round; above,
+// 1 - x is exact (Sterbenz) and reduced as for log. One series either way.
+inline float log_one_minus(float x) {
+  const bool near0 = x <= 0.5f;
+  const Reduced r = reduce(near0 ? 0.75f : 1.f - x);  // 0.75: any value in range
+  const float v = log_of(near0 ? Reduced{0.f, -x} : r);
+  return x < 1.f ? v : (x == 1.f ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::quiet_NaN());
 }
 
 // exp(x) for x <= 0 (and NaN): x = n ln2 + r with |r| <= ln2 / 2, a degree-7 Taylor
@@ -107,8 +125,7 @@ C10_HOST_DEVICE inline float log1m_unit(float x) {
 #ifdef __CUDA_ARCH__
   return ::log1pf(-x);
 #else
-  // 1 - x is exact above 1/2 (Sterbenz); below, the series keeps small x accurate.
-  return x <= 0.5f ? log1p_near0(-x) : log_nonneg(1.f - x);
+  return log_one_minus(x);
 #endif
 }
 C10_HOST_DEVICE inline double log1m_unit(double x) { return ::log1p(-x); }
