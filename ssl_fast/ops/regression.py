@@ -66,13 +66,18 @@ def _validate(
     return input.to(dtype), target.to(dtype), shape
 
 
+def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the kernels' weights and sums for inputs of `dtype`."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _mask_weight(
     mask: torch.Tensor, shape: Sequence[int], reduction: str, dtype: torch.dtype
 ) -> torch.Tensor:
     """Turns a position mask into per-element weights that make the kernel's weighted sum
     equal to the masked loss (mean over trailing dims, then over masked positions)."""
     per_position = math.prod(shape[mask.dim() :])
-    weight = mask.detach().to(torch.float64 if dtype == torch.float64 else torch.float32)
+    weight = mask.detach().to(_accumulate_dtype(dtype))
     if reduction == "mean":
         weight = weight / (reduce_rows(weight.reshape(-1), "sum", weight.dtype) * per_position)
     else:
@@ -254,10 +259,6 @@ def mse_loss(
     if not _ext.use_kernel("mse_loss", input):
         return reference.mse_loss(input, target, reduction, mask)
     return _run("mse_loss", (), input, target, shape, reduction, mask)
-
-
-def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _loss_weight(name: str, what: str, w: torch.Tensor | None, input: torch.Tensor) -> torch.Tensor | None:
