@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import math
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -1274,13 +1277,11 @@ def test_bce_cuda_matches_cpu(bce, reduction, dtype, gen):
 def test_bce_cuda_outside_unit_interval_asserts():
     """A device-side assertion, as in torch's CUDA kernel; it poisons the process's CUDA
     context, so it runs in a subprocess."""
-    import subprocess
-    import sys
-
     script = (
         "import torch, ssl_fast; x = torch.full((8,), 0.5, device='cuda'); x[3] = 2.0; "
         "ssl_fast.binary_cross_entropy(x, torch.zeros(8, device='cuda')).item()"
     )
-    run_ = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    root = Path(__file__).resolve().parents[1]
+    run_ = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True)
     assert run_.returncode != 0
     assert "device-side assert" in run_.stderr or "all elements of input" in run_.stderr
