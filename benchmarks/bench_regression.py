@@ -1,4 +1,5 @@
-"""Regression losses (smooth_l1, mse): ssl_fast's fused kernels against torch.nn.functional.
+"""Regression losses (smooth_l1, mse, bce, bce_with_logits): ssl_fast's fused kernels against
+torch.nn.functional.
 
 Cases and providers: ssl_fast.bench.regression.
 """

@@ -22,6 +22,20 @@ TORCH_LIBRARY(ssl_fast, m) {
   m.def(
       "mse_loss_backward(Tensor grad_output, Tensor input, Tensor target, "
       "int reduction, Tensor? weight) -> Tensor");
+  // Binary cross-entropy of probabilities (input in [0, 1], else an error) and of
+  // logits; pos_weight (accumulation dtype) broadcasts to the loss like weight.
+  m.def(
+      "binary_cross_entropy(Tensor input, Tensor target, int reduction, Tensor? weight, "
+      "bool compute_grad) -> (Tensor, Tensor)");
+  m.def(
+      "binary_cross_entropy_backward(Tensor grad_output, Tensor input, Tensor target, "
+      "int reduction, Tensor? weight) -> Tensor");
+  m.def(
+      "binary_cross_entropy_with_logits(Tensor input, Tensor target, Tensor? pos_weight, "
+      "int reduction, Tensor? weight, bool compute_grad) -> (Tensor, Tensor)");
+  m.def(
+      "binary_cross_entropy_with_logits_backward(Tensor grad_output, Tensor input, Tensor target, "
+      "Tensor? pos_weight, int reduction, Tensor? weight) -> Tensor");
 
   // Contrastive log-sum-exp (NT-Xent, InfoNCE; see contrastive/args.h). Returns
   // the unit rows qn, kn (in the accumulation type; kn empty without k) and the

@@ -14,7 +14,12 @@ from .distributed import check_available, gather, rank, world_size
 from .ops.contrastive import contrastive_lse, info_nce, nt_xent, temperature_scale
 from .ops.contrastive_family import dcl, negative_mises_fisher_weights, sup_con
 from .ops.reduction import reduce_rows, row_dot
-from .ops.regression import mse_loss, smooth_l1_loss
+from .ops.regression import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    mse_loss,
+    smooth_l1_loss,
+)
 from .ops.siglip import siglip
 
 
@@ -40,6 +45,24 @@ class MSELoss(nn.MSELoss):
         self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         return mse_loss(input, target, reduction=self.reduction, mask=mask)
+
+
+class BCELoss(nn.BCELoss):
+    """Drop-in for torch.nn.BCELoss running the fused ssl_fast.binary_cross_entropy
+    (the constructor's weight is a buffer, as in torch)."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+
+
+class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
+    """Drop-in for torch.nn.BCEWithLogitsLoss running the fused
+    ssl_fast.binary_cross_entropy_with_logits (weight and pos_weight are buffers, as in torch)."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return binary_cross_entropy_with_logits(
+            input, target, weight=self.weight, reduction=self.reduction, pos_weight=self.pos_weight
+        )
 
 
 class NTXentLoss(nn.Module):

@@ -178,6 +178,32 @@ def test_regression_loss_with_fractional_mask(loss, gen):
     )
 
 
+def bce_inputs(gen, dtype=torch.float32) -> tuple[torch.Tensor, ...]:
+    """Logits over many 8192-element blocks (split between threads), soft targets, and a
+    per-class weight and pos_weight."""
+    x = 3 * randn(97, 1031, gen=gen, dtype=dtype)
+    y = torch.rand(97, 1031, generator=gen).to(dtype)
+    w, pw = torch.rand(1031, generator=gen) + 0.5, torch.rand(1031, generator=gen) + 0.5
+    return x, y, w, pw
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_binary_cross_entropies(reduction, dtype, gen):
+    x, y, w, pw = bce_inputs(gen, dtype)
+    w, pw = (t.to(torch.float64 if dtype == torch.float64 else torch.float32) for t in (w, pw))
+    assert_same_bits_for_any_thread_count(
+        lambda a, b: ssl_fast.binary_cross_entropy_with_logits(a, b, w, reduction, pos_weight=pw),
+        leaves(x, y),
+        f"binary_cross_entropy_with_logits {reduction}",
+    )
+    assert_same_bits_for_any_thread_count(
+        lambda a, b: ssl_fast.binary_cross_entropy(a, b, w, reduction),
+        leaves(torch.sigmoid(x), y),
+        f"binary_cross_entropy {reduction}",
+    )
+
+
 @pytest.mark.parametrize("shape", [(100_000,), (3, 40_000)], ids=str)
 def test_fixed_order_sums(shape, gen):
     """Long sums, which torch's sum splits between threads."""
@@ -198,6 +224,7 @@ ISAS = ["avx512", "avx2", "baseline"]
 ISA_TESTS = [
     "tests/test_determinism.py::test_nt_xent",
     "tests/test_determinism.py::test_info_nce",
+    "tests/test_determinism.py::test_binary_cross_entropies",
     "tests/test_contrastive.py::test_nt_xent_matches_formula",
     "tests/test_contrastive.py::test_info_nce_matches_formula",
     "tests/test_contrastive.py::test_nt_xent_temperatures",
@@ -208,6 +235,8 @@ ISA_TESTS = [
     "tests/test_siglip.py::test_matches_formula",
     "tests/test_masking.py::test_vector_tails_match_reference",
     "tests/test_masking.py::test_same_bits_for_any_thread_count",
+    "tests/test_regression.py::test_bce_large",
+    "tests/test_regression.py::test_bce_edge_values_as_torch",
 ]
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import math
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -757,3 +760,528 @@ def test_cuda_matches_cpu(loss, reduction, dtype, masked, gen):
     for what, d, c, r in zip(("loss", "grad input", "grad target"), cuda, cpu, ref, strict=True):
         assert d.device.type == "cuda"
         assert_accurate(d, c, r, f"CUDA vs CPU {what}")  # the GPU no less accurate than the CPU
+
+
+# -- binary cross-entropy --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bce:
+    """binary_cross_entropy (logits False) or binary_cross_entropy_with_logits, with a weight
+    and a pos_weight of the given shapes (None: without)."""
+
+    logits: bool
+    weight: tuple[int, ...] | None = None
+    pos_weight: tuple[int, ...] | None = None
+
+    def __str__(self) -> str:
+        name = "bce_logits" if self.logits else "bce"
+        for what, shape in (("w", self.weight), ("pw", self.pos_weight)):
+            if shape is not None:
+                name += f"-{what}{'x'.join(map(str, shape)) or '0d'}"
+        return name
+
+    @property
+    def name(self) -> str:
+        return "binary_cross_entropy_with_logits" if self.logits else "binary_cross_entropy"
+
+    def inputs(self, *shape: int, gen, dtype=torch.float64, device="cpu"):
+        """Input (logits of spread 3, or their sigmoid) and soft targets in [0, 1].
+        Probabilities stay eps from 0 and 1, where torch's 16-bit gradient divides by a
+        zero (1 - x) x (test_bce_edge_values_as_torch has them)."""
+        x = 3 * torch.randn(shape, generator=gen, dtype=torch.float64)
+        y = torch.rand(shape, generator=gen, dtype=torch.float64)
+        if not self.logits:
+            eps = torch.finfo(dtype).eps
+            x = torch.sigmoid(x).clamp(eps, 1 - eps)
+        return x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+
+    def weights(self, shape, gen, dtype=torch.float64, device="cpu"):
+        """(weight, pos_weight) in [0.5, 2), cut to broadcast to `shape`."""
+        out = []
+        for w in (self.weight, self.pos_weight):
+            if w is not None:
+                w = w[len(w) - len(shape) :] if len(w) > len(shape) else w
+                w = (0.5 + 1.5 * torch.rand(w, generator=gen, dtype=torch.float64)).to(
+                    device=device, dtype=dtype
+                )
+            out.append(w)
+        return tuple(out)
+
+    def _kw(self, weights):
+        w, pw = weights
+        return {"weight": w, "pos_weight": pw} if self.logits else {"weight": w}
+
+    def ours(self, x, y, reduction="mean", weights=(None, None)):
+        return getattr(ssl_fast, self.name)(x, y, reduction=reduction, **self._kw(weights))
+
+    def torch(self, x, y, reduction="mean", weights=(None, None)):
+        return getattr(F, self.name)(x, y, reduction=reduction, **self._kw(weights))
+
+
+BCE, BCE_LOGITS = Bce(False), Bce(True)
+BCE_CASES = [
+    BCE,
+    BCE_LOGITS,
+    Bce(False, weight=(5,)),
+    Bce(True, weight=(1, 1)),
+    Bce(True, pos_weight=(5,)),
+    Bce(True, weight=(5,), pos_weight=(1, 5)),
+]
+bce_param = pytest.mark.parametrize("bce", BCE_CASES, ids=str)
+
+
+def check_bce_against_torch(bce: Bce, x, y, reduction, grad_output=None, gen=None) -> None:
+    """Loss and both gradients under the dtype-aware criterion, weights in x's dtype."""
+    weights = bce.weights(x.shape, gen or torch.Generator().manual_seed(5), dtype=x.dtype, device=x.device)
+    weights64 = tuple(None if w is None else w.double() for w in weights)
+    ours = run(bce.ours, x, y, reduction, grad_output, weights=weights)
+    theirs = run(bce.torch, x, y, reduction, grad_output, weights=weights)
+    g64 = None if grad_output is None else grad_output.double()
+    ref = run(bce.torch, x.double(), y.double(), reduction, g64, weights=weights64)
+    for what, o, t, r in zip(("loss", "grad input", "grad target"), ours, theirs, ref, strict=True):
+        assert_accurate(o, t, r, f"{bce} {reduction} {what}")
+
+
+# Every shape without weights; the weights' shapes are written for a last dim of 5.
+BCE_SHAPE_CASES = [
+    (bce, shape)
+    for bce in BCE_CASES
+    for shape in [(1,), (7,), (3, 5), (), (1009,), (4, 7, 5)]
+    if shape[-1:] == (5,) or (bce.weight is None and bce.pos_weight is None)
+]
+
+
+@pytest.mark.parametrize(
+    "bce, shape", BCE_SHAPE_CASES, ids=[f"{b}-{'x'.join(map(str, s)) or '0d'}" for b, s in BCE_SHAPE_CASES]
+)
+@reduction_param
+@dtype_param
+def test_bce_matches_torch(bce, shape, dtype, reduction, device, gen):
+    x, y = bce.inputs(*shape, gen=gen, dtype=dtype, device=device)
+    g = randn(*shape, gen=gen, dtype=dtype, device=device) if reduction == "none" else None
+    check_bce_against_torch(bce, x, y, reduction, g, gen)
+
+
+BCE_LARGE_CASES = [(bce, dtype) for bce in (BCE, BCE_LOGITS) for dtype in FLOAT_DTYPES] + [
+    (Bce(True, weight=(127,), pos_weight=(127,)), torch.float32),
+    (Bce(False, weight=(401, 1)), torch.bfloat16),
+]
+
+
+@pytest.mark.parametrize(
+    "bce, dtype", BCE_LARGE_CASES, ids=[f"{c[0]}-{DTYPE_IDS[c[1]]}" for c in BCE_LARGE_CASES]
+)
+@pytest.mark.parametrize("mode", ["saved", "not-one", "none"])
+def test_bce_large(bce, dtype, mode, device):
+    """Many 8192-element blocks split across threads; the gradient saved by the forward
+    (grad_output 1), the one the backward op recomputes, and the elementwise loss."""
+    gen = torch.Generator().manual_seed(41)
+    x, y = bce.inputs(*LARGE, gen=gen, dtype=dtype, device=device)
+    reduction = "none" if mode == "none" else "mean"
+    g = None
+    if mode == "none":
+        g = randn(*LARGE, gen=gen, dtype=dtype, device=device)
+    elif mode == "not-one":
+        g = torch.tensor(-0.75, dtype=dtype, device=device)
+    check_bce_against_torch(bce, x, y, reduction, g, gen)
+
+
+def test_bce_logits_extreme_values_are_accurate():
+    """Losses far below 1 keep their relative accuracy in float32, where torch's
+    (1 - y) x - log_sigmoid(x) cancels (even in float64: it gives 0 beyond x = -34 for y = 0).
+    Reference: max(x, 0) - x y + log1p(exp(-|x|)) in float64."""
+    x = torch.tensor([-80.0, -40.0, -30.0, -20.0, -9.0, 9.0, 20.0, 30.0, 40.0, 80.0])
+    y = (x > 0).float()
+    ours = ssl_fast.binary_cross_entropy_with_logits(x, y, reduction="none").double()
+    x64, y64 = x.double(), y.double()
+    ref = x64.clamp(min=0) - x64 * y64 + torch.log1p(torch.exp(-x64.abs()))
+    torch.testing.assert_close(ours, ref, rtol=3e-7, atol=0)
+
+
+EDGE_PROBS = [0.0, 1.0, 0.0, 1.0, 0.5, 1e-30, 1 - 2**-24, 1e-44, 0.999, 1e-7, 0.25, 0.75]
+EDGE_PROB_TARGETS = [0.0, 1.0, 1.0, 0.0, 0.3, 1.0, 0.0, 1.0, 0.5, 0.0, 1.0, 0.2]
+EDGE_LOGITS = [-100.0, 100.0, math.inf, -math.inf, math.nan, math.inf, -math.inf, 0.0, 1e4, -1e4, 30.0, -17.0]
+EDGE_LOGIT_TARGETS = [1.0, 0.0, 0.5, 0.5, 0.5, 1.0, 0.0, 0.3, 0.0, 1.0, 1.0, 0.0]
+
+
+@dtype_param
+@reduction_param
+@pytest.mark.parametrize("bce", [BCE, BCE_LOGITS, Bce(True, pos_weight=(12,))], ids=str)
+def test_bce_edge_values_as_torch(bce, reduction, dtype):
+    """Probabilities 0 and 1 (log terms clamped at -100, gradients +-1e12), tiny ones;
+    logits +-100, +-inf, NaN: values and gradients where torch has them.
+
+    For 16-bit probabilities the yardstick is torch in float32, rounded: ssl_fast computes
+    in float32, where torch's 16-bit gradient divides by max((1 - x) x, 1e-12) with 1e-12
+    rounded to 0 (so 0/0 = NaN at x = y = 0)."""
+    values, targets = (EDGE_LOGITS, EDGE_LOGIT_TARGETS) if bce.logits else (EDGE_PROBS, EDGE_PROB_TARGETS)
+    x, y = torch.tensor(values, dtype=dtype), torch.tensor(targets, dtype=dtype)
+    weights = bce.weights(x.shape, torch.Generator().manual_seed(3), dtype=dtype)
+    g = torch.linspace(-1, 1, len(x), dtype=dtype) if reduction == "none" else None
+    ours = run(bce.ours, x, y, reduction, g, weights=weights)
+    if bce.logits or dtype.itemsize > 2:
+        theirs = run(bce.torch, x, y, reduction, g, weights=weights)
+    else:
+        as32 = [None if t is None else t.float() for t in (x, y, g, *weights)]
+        theirs = run(bce.torch, *as32[:2], reduction, as32[2], weights=tuple(as32[3:]))
+        theirs = tuple(t.to(dtype) for t in theirs)
+    ref = run(
+        bce.torch,
+        x.double(),
+        y.double(),
+        reduction,
+        None if g is None else g.double(),
+        weights=tuple(None if w is None else w.double() for w in weights),
+    )
+    for what, o, t, r in zip(("loss", "grad input", "grad target"), ours, theirs, ref, strict=True):
+        assert_accurate(o, t, r, f"{bce} {reduction} {what}")
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 3), (2, 0, 5)], ids=str)
+@reduction_param
+@pytest.mark.parametrize("bce", [BCE, BCE_LOGITS], ids=str)
+def test_bce_empty(bce, reduction, shape):
+    x, y = torch.empty(shape), torch.empty(shape)
+    ours, theirs = run(bce.ours, x, y, reduction), run(bce.torch, x, y, reduction)
+    if reduction == "mean":
+        assert ours[0].isnan()
+    for o, t in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(o, t, equal_nan=True)
+
+
+@pytest.mark.parametrize("view", ["transposed", "stepped", "transposed_large", "both_strided_large"])
+@reduction_param
+@pytest.mark.parametrize("bce", [BCE, Bce(True, weight=(1,), pos_weight=(1,))], ids=str)
+def test_bce_non_contiguous(bce, reduction, view, device, gen):
+    xs, xv, ys, yv = VIEWS[view]
+    xb, yb = bce.inputs(*xs, gen=gen, device=device)
+    yb = torch.rand(ys, generator=gen, dtype=torch.float64).to(device)
+    weights = bce.weights((1, 1), gen, device=device)
+    results = []
+    for fn in (bce.ours, bce.torch):
+        xl, yl = xb.clone().requires_grad_(), yb.clone().requires_grad_()
+        x, y = xv(xl), yv(yl)
+        assert not (x.is_contiguous() and y.is_contiguous())
+        out = fn(x, y, reduction, weights=weights)
+        out.backward(torch.ones_like(out) * 1.5)
+        results.append((out, xl.grad, yl.grad))
+    for o, t in zip(*results, strict=True):
+        torch.testing.assert_close(o, t)
+
+
+@pytest.mark.parametrize(
+    "weight, pos_weight", [((4, 1, 1), None), ((6,), (6,)), ((), (1, 5, 1)), (None, (5, 6))]
+)
+@reduction_param
+def test_bce_weight_broadcasting(weight, pos_weight, reduction, gen):
+    """weight and pos_weight broadcast to the input; a [C] pos_weight weighs the last dim."""
+    for bce in (Bce(True, weight, pos_weight), Bce(False, weight)):
+        x, y = bce.inputs(4, 5, 6, gen=gen)
+        weights = bce.weights(x.shape, gen)
+        g = randn(4, 5, 6, gen=gen) if reduction == "none" else None
+        ours, theirs = (
+            run(bce.ours, x, y, reduction, g, weights=weights),
+            run(bce.torch, x, y, reduction, g, weights=weights),
+        )
+        for o, t in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(o, t)
+
+
+@reduction_param
+@bce_param
+def test_bce_grad_output_not_one(bce, reduction, device, gen):
+    x, y = bce.inputs(6, 5, gen=gen, device=device)
+    weights = bce.weights(x.shape, gen, device=device)
+    results = []
+    for fn in (bce.ours, bce.torch):
+        xl, yl = x.clone().requires_grad_(), y.clone().requires_grad_()
+        out = fn(xl, yl, reduction, weights=weights)
+        if reduction == "none":
+            out.backward(randn(6, 5, gen=torch.Generator().manual_seed(7), device=device))
+        else:
+            (2.5 * out).backward()
+        results.append((xl.grad, yl.grad))
+    for o, t in zip(*results, strict=True):
+        torch.testing.assert_close(o, t)
+
+
+@pytest.mark.parametrize("needs", [(True, False), (False, True), (True, True), (False, False)], ids=str)
+@reduction_param
+@pytest.mark.parametrize("bce", [BCE, Bce(True, pos_weight=(9,))], ids=str)
+def test_bce_requires_grad_combinations(bce, reduction, needs, gen):
+    x, y = bce.inputs(5, 9, gen=gen)
+    weights = bce.weights(x.shape, gen)
+    results = []
+    for fn in (bce.ours, bce.torch):
+        xl, yl = x.clone().requires_grad_(needs[0]), y.clone().requires_grad_(needs[1])
+        out = fn(xl, yl, reduction, weights=weights)
+        assert out.requires_grad == any(needs)
+        if any(needs):
+            out.sum().backward()
+        results.append((out.detach(), xl.grad, yl.grad))
+    for ours, theirs in zip(*results, strict=True):
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("bce", [BCE, BCE_LOGITS], ids=str)
+def test_bce_retain_graph_two_backwards(bce, reduction, gen):
+    x, y = bce.inputs(20011, gen=gen)
+    x.requires_grad_(), y.requires_grad_()
+    out = bce.ours(x, y, reduction)
+    first = torch.autograd.grad(out, (x, y), retain_graph=True)
+    second = torch.autograd.grad(out, (x, y), retain_graph=True)
+    expected = torch.autograd.grad(bce.torch(x, y, reduction), (x, y))
+    for f, s, e in zip(first, second, expected, strict=True):
+        assert torch.equal(f, s)
+        torch.testing.assert_close(f, e)
+
+
+@pytest.mark.parametrize(
+    "check", [torch.autograd.gradcheck, torch.autograd.gradgradcheck], ids=["grad", "gradgrad"]
+)
+@reduction_param
+@bce_param
+def test_bce_gradcheck(bce, reduction, check, gen):
+    """First derivatives in input and target, and second ones (the PyTorch formula)."""
+    x, y = bce.inputs(2, 3, 5, gen=gen)
+    if not bce.logits:
+        x = x.clamp(0.05, 0.95)  # finite differences stay inside [0, 1]
+    y = y.clamp(0.05, 0.95)
+    weights = bce.weights(x.shape, gen)
+    assert check(
+        lambda a, b: bce.ours(a, b, reduction, weights=weights), (x.requires_grad_(), y.requires_grad_())
+    )
+
+
+BCE_OPCHECK_CASES = [  # (requires_grad, weighted, pos_weighted, reduction code, compute_grad)
+    (False, False, False, 0, False),
+    (True, True, True, 1, True),
+    (True, False, True, 2, False),
+    (False, True, False, 2, True),
+]
+
+
+@pytest.mark.filterwarnings("ignore:.*an autograd kernel was not registered")
+@pytest.mark.parametrize("case", BCE_OPCHECK_CASES, ids=str)
+@pytest.mark.parametrize("logits", [False, True], ids=["bce", "bce_logits"])
+def test_bce_opcheck(logits, case, gen):
+    requires_grad, weighted, pos_weighted, reduction, compute_grad = case
+    x = torch.rand(3, 5, generator=gen).requires_grad_(requires_grad)
+    y = torch.rand(3, 5, generator=gen)
+    w = torch.rand(3, 1, generator=gen) if weighted else None
+    name = "binary_cross_entropy_with_logits" if logits else "binary_cross_entropy"
+    params = (torch.rand(5, generator=gen) + 0.5 if pos_weighted else None,) if logits else ()
+    torch.library.opcheck(getattr(ops, name), (x, y, *params, reduction, w, compute_grad))
+    g = torch.randn((3, 5) if reduction == 0 else (), generator=gen)
+    torch.library.opcheck(getattr(ops, f"{name}_backward"), (g, x, y, *params, reduction, w))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # inside torch's inductor
+def test_bce_torch_compile_fullgraph(gen):
+    w, pw = torch.rand(6, generator=gen), torch.rand(6, generator=gen) + 0.5
+
+    def f(x, y, _):
+        return (
+            ssl_fast.binary_cross_entropy_with_logits(x, y, pos_weight=pw)
+            + ssl_fast.binary_cross_entropy_with_logits(x, y, weight=w, reduction="none").sum()
+            + ssl_fast.binary_cross_entropy(torch.sigmoid(x), y, weight=w, reduction="sum")
+        )
+
+    x, y = BCE_LOGITS.inputs(4, 6, gen=gen, dtype=torch.float32)
+    compiled = torch.compile(f, fullgraph=True)
+    results = [run(fn, x, y, None) for fn in (f, compiled)]
+    for eager, comp in zip(*results, strict=True):
+        torch.testing.assert_close(comp, eager)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("bce", [BCE, Bce(True, weight=(1031,), pos_weight=(1031,))], ids=str)
+@pytest.mark.usefixtures("restore_threads")
+def test_bce_independent_of_thread_count(bce, dtype, reduction, gen):
+    x, y = bce.inputs(96, 1031, gen=gen, dtype=dtype)
+    weights = bce.weights(x.shape, gen)
+    weights = tuple(None if w is None else w.float() for w in weights)
+    results = []
+    for threads in (1, 2, 3, 4):
+        torch.set_num_threads(threads)
+        results.append(run(bce.ours, x, y, reduction, weights=weights))
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert torch.equal(a, b)
+
+
+REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
+
+
+@pytest.mark.parametrize("where", ["input", "target"])
+@pytest.mark.parametrize("bad", [-0.25, 1.5, math.nan, -math.inf])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_outside_unit_interval_is_an_error(reduction, bad, where, device):
+    """As torch: an input (or a target) outside [0, 1] fails, in every pass of the kernel."""
+    x, y = torch.full((20000,), 0.5, device=device), torch.full((20000,), 0.5, device=device)
+    (x if where == "input" else y)[12345] = bad
+    match = rf"all elements of {where} should be between 0 and 1"
+    with pytest.raises(RuntimeError, match=match):
+        ssl_fast.binary_cross_entropy(x.requires_grad_(), y, reduction=reduction)
+    with pytest.raises(RuntimeError, match=match):
+        ops.binary_cross_entropy_backward(
+            torch.ones((20000,) if reduction == "none" else ()),
+            x.detach(),
+            y,
+            REDUCTION_CODES[reduction],
+            None,
+        )
+
+
+def test_bce_bad_arguments():
+    x = torch.rand(2, 3)
+    for name in ("binary_cross_entropy", "binary_cross_entropy_with_logits"):
+        fn = getattr(ssl_fast, name)
+        with pytest.raises(
+            ValueError, match=rf"{name}: target of shape \(3,\) must have the input's shape \(2, 3\)"
+        ):
+            fn(x, torch.rand(3))
+        with pytest.raises(TypeError, match=rf"{name}: input must be a floating-point tensor"):
+            fn(x.long(), x.long())
+        with pytest.raises(
+            ValueError, match=rf"{name}: reduction must be 'none', 'mean' or 'sum', got 'avg'"
+        ):
+            fn(x, x, reduction="avg")
+        with pytest.raises(
+            ValueError,
+            match=rf"{name}: weight of shape \(4,\) does not broadcast to the input shape \(2, 3\)",
+        ):
+            fn(x, x, weight=torch.ones(4))
+        with pytest.raises(ValueError, match=rf"{name}: weight of shape \(2, 2, 3\) does not broadcast"):
+            fn(x, x, weight=torch.ones(2, 2, 3))
+        with pytest.raises(
+            TypeError, match=rf"{name}: weight must be a floating-point tensor, got torch.int64"
+        ):
+            fn(x, x, weight=torch.ones(3, dtype=torch.long))
+        with pytest.raises(
+            RuntimeError, match=rf"'{name}' is not differentiable with respect to argument 'weight'"
+        ):
+            fn(x, x, weight=torch.ones(3, requires_grad=True))
+    with pytest.raises(
+        TypeError,
+        match=r"binary_cross_entropy: target dtype torch.float64 differs from input dtype torch.float32",
+    ):
+        ssl_fast.binary_cross_entropy(x, x.double())
+    with pytest.raises(RuntimeError, match=r"not differentiable with respect to argument 'pos_weight'"):
+        ssl_fast.binary_cross_entropy_with_logits(x, x, pos_weight=torch.ones(3, requires_grad=True))
+    with pytest.raises(ValueError, match=r"pos_weight of shape \(2,\) does not broadcast"):
+        ssl_fast.binary_cross_entropy_with_logits(x, x, pos_weight=torch.ones(2))
+    with torch.no_grad():  # as torch, a weight that requires grad is fine where nothing is recorded
+        ssl_fast.binary_cross_entropy(x, x, weight=torch.ones(3, requires_grad=True))
+
+
+@pytest.mark.parametrize("input_dtype", FLOAT_DTYPES, ids=DTYPE_IDS.get)
+@dtype_param
+def test_bce_logits_mixed_dtypes_as_torch(dtype, input_dtype, gen):
+    """torch returns the target's dtype, whatever the input's."""
+    x, y = BCE_LOGITS.inputs(4, 3, gen=gen, dtype=input_dtype)
+    y = y.to(dtype)
+    ours, theirs = run(BCE_LOGITS.ours, x, y, "mean"), run(BCE_LOGITS.torch, x, y, "mean")
+    for o, t in zip(ours, theirs, strict=True):
+        assert o.dtype == t.dtype
+        # torch takes log_sigmoid in the input's dtype before casting: the lower one's accuracy
+        tol = 2e-2 if min(dtype.itemsize, input_dtype.itemsize) == 2 else 1e-5
+        torch.testing.assert_close(o, t, rtol=tol, atol=tol)
+
+
+BCE_RAW_OP_ERRORS = {
+    "pos_weight dtype": (
+        lambda: ops.binary_cross_entropy_with_logits(f32, f32, f32.double(), 1, None, False),
+        r"ssl_fast::binary_cross_entropy_with_logits: pos_weight must be Float for Float input, got Double",
+    ),
+    "pos_weight shape": (
+        lambda: ops.binary_cross_entropy_with_logits_backward(f32[0, 0], f32, f32, torch.ones(4), 1, None),
+        r"ssl_fast::binary_cross_entropy_with_logits_backward: pos_weight of shape \[4\] does not broadcast",
+    ),
+    "compute_grad with none": (
+        lambda: ops.binary_cross_entropy(f32, f32, 0, None, True),
+        r"ssl_fast::binary_cross_entropy: compute_grad needs reduction mean or sum",
+    ),
+    "input range": (
+        lambda: ops.binary_cross_entropy(f32 + 2, f32, 1, None, False),
+        r"ssl_fast::binary_cross_entropy: all elements of input should be between 0 and 1",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BCE_RAW_OP_ERRORS)
+def test_bce_raw_op_errors(case):
+    call, match = BCE_RAW_OP_ERRORS[case]
+    with pytest.raises(RuntimeError, match=match):
+        call()
+
+
+@pytest.mark.filterwarnings("ignore:size_average and reduce args will be deprecated")
+@pytest.mark.parametrize("kwargs", MODULE_ARGS, ids=str)
+@pytest.mark.parametrize("bce", [BCE, Bce(False, weight=(5,)), BCE_LOGITS, Bce(True, (2, 1), (5,))], ids=str)
+def test_bce_modules(bce, kwargs, gen):
+    x, y = bce.inputs(2, 5, gen=gen, dtype=torch.float32)
+    w, pw = bce.weights(x.shape, gen, dtype=torch.float32)
+    extra = {"weight": w, **({"pos_weight": pw} if bce.logits else {})}
+    ours_cls, torch_cls = (
+        (ssl_fast.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss)
+        if bce.logits
+        else (ssl_fast.BCELoss, torch.nn.BCELoss)
+    )
+    ours, theirs = ours_cls(**kwargs, **extra), torch_cls(**kwargs, **extra)
+    assert isinstance(ours, torch_cls)
+    assert ours.reduction == theirs.reduction
+    assert set(dict(ours.named_buffers())) == set(dict(theirs.named_buffers()))
+    results = [run(lambda a, b, _, m=m: m(a, b), x, y, None) for m in (ours, theirs)]
+    for o, t in zip(*results, strict=True):
+        torch.testing.assert_close(o, t)
+
+
+@reduction_param
+@bce_param
+def test_bce_torch_backend_matches_kernel(bce, reduction, monkeypatch, gen):
+    x, y = bce.inputs(3, 7, 5, gen=gen, dtype=torch.float32)
+    weights = bce.weights(x.shape, gen, dtype=torch.float32)
+    g = randn(3, 7, 5, gen=gen, dtype=torch.float32) if reduction == "none" else None
+    kernel = run(bce.ours, x, y, reduction, g, weights=weights)
+    monkeypatch.setenv("SSL_FAST_BACKEND", "torch")
+    fallback = run(bce.ours, x, y, reduction, g, weights=weights)
+    for k, f in zip(kernel, fallback, strict=True):
+        torch.testing.assert_close(k, f)
+
+
+@requires_cuda
+@dtype_param
+@reduction_param
+@bce_param
+def test_bce_cuda_matches_cpu(bce, reduction, dtype, gen):
+    x, y = bce.inputs(37, 129, 5, gen=gen, dtype=dtype)
+    g = randn(37, 129, 5, gen=gen, dtype=dtype) if reduction == "none" else None
+    weights = bce.weights(x.shape, gen, dtype=dtype)
+    w64 = tuple(None if w is None else w.double() for w in weights)
+    cpu = run(bce.ours, x, y, reduction, g, weights=weights)
+    ref = run(bce.torch, x.double(), y.double(), reduction, None if g is None else g.double(), weights=w64)
+    on_cuda = [None if t is None else t.cuda() for t in (x, y, g, *weights)]
+    cuda = run(bce.ours, *on_cuda[:2], reduction, on_cuda[2], weights=tuple(on_cuda[3:]))
+    for what, d, c, r in zip(("loss", "grad input", "grad target"), cuda, cpu, ref, strict=True):
+        assert d.device.type == "cuda"
+        assert_accurate(d, c, r, f"CUDA vs CPU {what}")
+
+
+@requires_cuda
+def test_bce_cuda_outside_unit_interval_asserts():
+    """A device-side assertion, as in torch's CUDA kernel; it poisons the process's CUDA
+    context, so it runs in a subprocess."""
+    script = (
+        "import torch, ssl_fast; x = torch.full((8,), 0.5, device='cuda'); x[3] = 2.0; "
+        "ssl_fast.binary_cross_entropy(x, torch.zeros(8, device='cuda')).item()"
+    )
+    root = Path(__file__).resolve().parents[1]
+    run_ = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True)
+    assert run_.returncode != 0
+    assert "device-side assert" in run_.stderr or "all elements of input" in run_.stderr

@@ -20,11 +20,23 @@ std::optional<std::vector<int64_t>> broadcast(c10::IntArrayRef a, c10::IntArrayR
   return out;
 }
 
+// Checks an optional per-element operand: device, the accumulation dtype, broadcast to `shape`.
+void check_operand(const char* op, const char* what, const at::Tensor& t, const at::Tensor& input,
+                   const std::vector<int64_t>& shape) {
+  TORCH_CHECK(t.device() == input.device(), op, ": ", what, " is on ", t.device(), " but input is on ",
+              input.device());
+  const auto dt = input.scalar_type();
+  TORCH_CHECK(t.scalar_type() == accumulate_type(dt), op, ": ", what, " must be ", accumulate_type(dt),
+              " for ", dt, " input, got ", t.scalar_type());
+  TORCH_CHECK(broadcast(t.sizes(), shape) == shape, op, ": ", what, " of shape ", t.sizes(),
+              " does not broadcast to the loss shape ", c10::IntArrayRef(shape));
+}
+
 }  // namespace
 
 RegressionCall check_regression_call(
     const char* op, const at::Tensor& input, const at::Tensor& target,
-    const std::optional<at::Tensor>& weight, int64_t reduction) {
+    const std::optional<at::Tensor>& weight, int64_t reduction, const std::optional<at::Tensor>& pos_weight) {
   TORCH_CHECK(
       reduction >= 0 && reduction <= 2, op, ": reduction must be 0 (none), 1 (mean) or 2 (sum), got ",
       reduction);
@@ -38,6 +50,7 @@ RegressionCall check_regression_call(
       target.scalar_type() == dt, op, ": target dtype ", target.scalar_type(),
       " differs from input dtype ", dt);
   RegressionCall call;
+  call.op = op;
   call.input = input;
   call.target = target;
   call.reduction = static_cast<Reduction>(reduction);
@@ -46,17 +59,12 @@ RegressionCall check_regression_call(
       shape.has_value(), op, ": input of shape ", input.sizes(), " and target of shape ", target.sizes(),
       " do not broadcast");
   if (weight.has_value() && weight->defined()) {
-    const auto& w = *weight;
-    TORCH_CHECK(
-        w.device() == input.device(), op, ": weight is on ", w.device(), " but input is on ",
-        input.device());
-    TORCH_CHECK(
-        w.scalar_type() == accumulate_type(dt), op, ": weight must be ", accumulate_type(dt),
-        " for ", dt, " input, got ", w.scalar_type());
-    TORCH_CHECK(
-        broadcast(w.sizes(), *shape) == shape, op, ": weight of shape ", w.sizes(),
-        " does not broadcast to the loss shape ", c10::IntArrayRef(*shape));
-    call.weight = w;
+    check_operand(op, "weight", *weight, input, *shape);
+    call.weight = *weight;
+  }
+  if (pos_weight.has_value() && pos_weight->defined()) {
+    check_operand(op, "pos_weight", *pos_weight, input, *shape);
+    call.pos_weight = *pos_weight;
   }
   call.numel = c10::multiply_integers(*shape);
   call.shape = std::move(*shape);

@@ -23,9 +23,11 @@
 
 namespace ssl_fast {
 
-// A validated call: loss shape, element count and operands (weight undefined when absent).
+// A validated call: loss shape, element count and operands (weight and pos_weight
+// undefined when absent); op names the op in the kernels' messages.
 struct RegressionCall {
-  at::Tensor input, target, weight;
+  const char* op;
+  at::Tensor input, target, weight, pos_weight;
   Reduction reduction;
   std::vector<int64_t> shape;
   int64_t numel;
@@ -37,9 +39,11 @@ struct RegressionCall {
 };
 
 // Checks devices, dtypes, shapes and the reduction code, with messages naming `op`.
+// weight and pos_weight are in the accumulation type and broadcast to the loss shape.
 RegressionCall check_regression_call(
     const char* op, const at::Tensor& input, const at::Tensor& target,
-    const std::optional<at::Tensor>& weight, int64_t reduction);
+    const std::optional<at::Tensor>& weight, int64_t reduction,
+    const std::optional<at::Tensor>& pos_weight = std::nullopt);
 
 // An iterator over `outputs` (already allocated with the loss shape) and `inputs`,
 // broadcasting inputs, keeping each operand's own dtype (the weight is in the
@@ -51,17 +55,26 @@ at::TensorIterator regression_iter(
 // input; 0-dim for a reducing reduction, else the loss shape.
 void check_grad_output(const char* op, const at::Tensor& grad_output, const RegressionCall& c);
 
-// The iterator inputs of a call: input, target and, when given, the weight.
+// The iterator inputs of a call: input, target and, when given, the weight and the pos_weight.
 inline std::vector<at::Tensor> inputs_of(const RegressionCall& c) {
   std::vector<at::Tensor> inputs{c.input, c.target};
   if (c.weight.defined()) inputs.push_back(c.weight);
+  if (c.pos_weight.defined()) inputs.push_back(c.pos_weight);
   return inputs;
 }
 
-// Runs body(std::integral_constant<bool, weighted>) for the call's weight.
-template <typename Body>
-void with_weight(const RegressionCall& c, Body&& body) {
-  c.weight.defined() ? body(std::true_type{}) : body(std::false_type{});
+// Runs body(std::integral_constant<bool, weighted>, std::integral_constant<bool, pos_weighted>)
+// for the call's weight and pos_weight; the pos_weight case is only instantiated for a Loss
+// that takes one.
+template <class Loss, typename Body>
+void with_weights(const RegressionCall& c, Body&& body) {
+  auto with_pos = [&](auto weighted) {
+    if constexpr (Loss::kPosWeight) {
+      if (c.pos_weight.defined()) return body(weighted, std::true_type{});
+    }
+    body(weighted, std::false_type{});
+  };
+  c.weight.defined() ? with_pos(std::true_type{}) : with_pos(std::false_type{});
 }
 
 template <class Passes>
@@ -106,11 +119,50 @@ struct RegressionOps {
     return Passes::template backward<Squared>(grad_output, c);
   }
 
+  static std::tuple<at::Tensor, at::Tensor> binary_cross_entropy(
+      const at::Tensor& input, const at::Tensor& target, int64_t reduction,
+      const std::optional<at::Tensor>& weight, bool compute_grad) {
+    const auto c = check_regression_call("ssl_fast::binary_cross_entropy", input, target, weight, reduction);
+    TORCH_CHECK(!compute_grad || c.reduces(), c.op, ": compute_grad needs reduction mean or sum");
+    return Passes::template forward<BinaryCrossEntropy>(c, compute_grad);
+  }
+
+  static at::Tensor binary_cross_entropy_backward(
+      const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
+      int64_t reduction, const std::optional<at::Tensor>& weight) {
+    const auto c =
+        check_regression_call("ssl_fast::binary_cross_entropy_backward", input, target, weight, reduction);
+    check_grad_output(c.op, grad_output, c);
+    return Passes::template backward<BinaryCrossEntropy>(grad_output, c);
+  }
+
+  static std::tuple<at::Tensor, at::Tensor> binary_cross_entropy_with_logits(
+      const at::Tensor& input, const at::Tensor& target, const std::optional<at::Tensor>& pos_weight,
+      int64_t reduction, const std::optional<at::Tensor>& weight, bool compute_grad) {
+    const auto c = check_regression_call(
+        "ssl_fast::binary_cross_entropy_with_logits", input, target, weight, reduction, pos_weight);
+    TORCH_CHECK(!compute_grad || c.reduces(), c.op, ": compute_grad needs reduction mean or sum");
+    return Passes::template forward<BinaryCrossEntropyWithLogits>(c, compute_grad);
+  }
+
+  static at::Tensor binary_cross_entropy_with_logits_backward(
+      const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
+      const std::optional<at::Tensor>& pos_weight, int64_t reduction, const std::optional<at::Tensor>& weight) {
+    const auto c = check_regression_call(
+        "ssl_fast::binary_cross_entropy_with_logits_backward", input, target, weight, reduction, pos_weight);
+    check_grad_output(c.op, grad_output, c);
+    return Passes::template backward<BinaryCrossEntropyWithLogits>(grad_output, c);
+  }
+
   static void impl(torch::Library& m) {
     m.impl("smooth_l1_loss", &smooth_l1_loss);
     m.impl("smooth_l1_loss_backward", &smooth_l1_loss_backward);
     m.impl("mse_loss", &mse_loss);
     m.impl("mse_loss_backward", &mse_loss_backward);
+    m.impl("binary_cross_entropy", &binary_cross_entropy);
+    m.impl("binary_cross_entropy_backward", &binary_cross_entropy_backward);
+    m.impl("binary_cross_entropy_with_logits", &binary_cross_entropy_with_logits);
+    m.impl("binary_cross_entropy_with_logits_backward", &binary_cross_entropy_with_logits_backward);
   }
 };
 

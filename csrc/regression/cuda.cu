@@ -1,4 +1,4 @@
-// CUDA kernels of the regression losses (smooth-L1, MSE).
+// CUDA kernels of the regression losses (smooth-L1, MSE, binary cross-entropy).
 //
 // Bytes for n fp32 elements (halve the 4s for 16-bit dtypes; a dense fp32
 // weight adds 4n to every pass, one broadcast over trailing dims next to 0):
@@ -31,7 +31,10 @@
 // a strided one whose byte offsets overflow 32 bits runs as the 32-bit
 // sub-iterators torch splits it into (as its own elementwise kernels do), one
 // grid each: one strided kernel per pass, where a 64-bit variant would make
-// 40% of this file's device code for a rare case.
+// 40% of this file's device code for a rare case. A pos_weight (binary
+// cross-entropy with logits) is one more operand, in the accumulation type like the
+// weight. Inputs or targets outside [0, 1] of binary_cross_entropy fail a device
+// assertion, as in torch's CUDA kernel (checking on the host would cost a sync).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -57,13 +60,14 @@ constexpr int kBlocksPerSm = 4;
 template <typename scalar_t>
 constexpr int kVecOf = 16 / sizeof(scalar_t);
 
-// What a kernel computes per element, d = input - target, w = weight (1 if none):
+// What a kernel computes per element, for input x, target y, w = weight and
+// p = pos_weight (1 if none), with l = loss(x, y, p) and l' its derivative in x:
 enum class Pass {
-  Sum,       // sum += w * loss(d)
-  SumGrad,   // sum += w * loss(d); grad = scale * w * loss'(d)
-  Loss,      // out = w * loss(d)                        ('none' forward)
-  Grad,      // grad = (scale * grad_output) * w * loss'(d) (reduced backward)
-  GradEach,  // grad = grad_output[i] * w * loss'(d)      ('none' backward)
+  Sum,       // sum += w * l
+  SumGrad,   // sum += w * l; grad = scale * w * l'
+  Loss,      // out = w * l                          ('none' forward)
+  Grad,      // grad = (scale * grad_output) * w * l' (reduced backward)
+  GradEach,  // grad = grad_output[i] * w * l'        ('none' backward)
 };
 
 template <typename T, int N>
@@ -78,8 +82,8 @@ struct Ptrs {
 
 // Operand layout of a pass, in the order the iterator holds them: the output
 // (none for Sum), grad_output for GradEach (so operand 1), input, target, the
-// weight if any.
-template <typename scalar_t, typename Loss_, Pass P, bool kWeighted>
+// weight and the pos_weight if any.
+template <typename scalar_t, typename Loss_, Pass P, bool kWeighted, bool kPos>
 struct Spec {
   using scalar = scalar_t;
   using acc_t = at::opmath_type<scalar_t>;
@@ -89,10 +93,11 @@ struct Spec {
   static constexpr bool kOut = P != Pass::Sum;
   static constexpr int kX = (kOut ? 1 : 0) + (P == Pass::GradEach ? 1 : 0);
   static constexpr int kW = kX + 2;
-  static constexpr int kArgs = kW + (kWeighted ? 1 : 0);
+  static constexpr int kP = kW + (kWeighted ? 1 : 0);
+  static constexpr int kArgs = kP + (kPos ? 1 : 0);
   static constexpr int kVec = kVecOf<scalar_t>;
   C10_HOST_DEVICE static constexpr int64_t size(int k) {
-    return kWeighted && k == kW ? sizeof(acc_t) : sizeof(scalar_t);
+    return (kWeighted && k == kW) || (kPos && k == kP) ? sizeof(acc_t) : sizeof(scalar_t);
   }
 
   // The pass over W consecutive elements whose first ones p points to.
@@ -102,18 +107,27 @@ struct Spec {
     const auto y = *reinterpret_cast<const Vec<scalar_t, W>*>(p.p[kX + 1]);
     Vec<acc_t, W> w{};
     if constexpr (kWeighted) w = *reinterpret_cast<const Vec<acc_t, W>*>(p.p[kW]);
+    Vec<acc_t, W> pw{};
+    if constexpr (kPos) pw = *reinterpret_cast<const Vec<acc_t, W>*>(p.p[kP]);
     Vec<scalar_t, W> go{};
     if constexpr (P == Pass::GradEach) go = *reinterpret_cast<const Vec<scalar_t, W>*>(p.p[1]);
     Vec<scalar_t, W> out{};
 #pragma unroll
     for (int j = 0; j < W; ++j) {
       // Same expressions and order as the CPU kernel.
-      const acc_t d = acc_t(x.v[j]) - acc_t(y.v[j]);
+      const acc_t xj = acc_t(x.v[j]), yj = acc_t(y.v[j]);
       const acc_t wj = kWeighted ? w.v[j] : acc_t(1);
-      if constexpr (kReduces) sum += wj * f.loss(d);
-      if constexpr (P == Pass::SumGrad || P == Pass::Grad) out.v[j] = static_cast<scalar_t>(scale * wj * f.grad(d));
-      if constexpr (P == Pass::Loss) out.v[j] = static_cast<scalar_t>(wj * f.loss(d));
-      if constexpr (P == Pass::GradEach) out.v[j] = static_cast<scalar_t>(acc_t(go.v[j]) * wj * f.grad(d));
+      const acc_t pj = kPos ? pw.v[j] : acc_t(1);
+      if constexpr (Loss::kUnitInterval) {
+        CUDA_KERNEL_ASSERT(in_unit_interval(xj) && "all elements of input should be between 0 and 1");
+        CUDA_KERNEL_ASSERT(in_unit_interval(yj) && "all elements of target should be between 0 and 1");
+      }
+      if constexpr (kReduces) sum += wj * f.loss(xj, yj, pj);
+      if constexpr (P == Pass::SumGrad || P == Pass::Grad) {
+        out.v[j] = static_cast<scalar_t>(scale * wj * f.grad(xj, yj, pj));
+      }
+      if constexpr (P == Pass::Loss) out.v[j] = static_cast<scalar_t>(wj * f.loss(xj, yj, pj));
+      if constexpr (P == Pass::GradEach) out.v[j] = static_cast<scalar_t>(acc_t(go.v[j]) * wj * f.grad(xj, yj, pj));
     }
     if constexpr (kOut) *reinterpret_cast<Vec<scalar_t, W>*>(p.p[0]) = out;
   }
@@ -243,9 +257,9 @@ void for_each_piece(const at::TensorIteratorBase& iter, Fn&& fn) {
 }
 
 // One kernel over a piece; returns its blocks (as many partials for a sum).
-template <Pass P, bool kWeighted, typename scalar_t, typename Loss>
+template <Pass P, bool kWeighted, bool kPos, typename scalar_t, typename Loss>
 int64_t launch(const at::TensorIteratorBase& iter, const Params<scalar_t, Loss>& prm) {
-  using S = Spec<scalar_t, Loss, P, kWeighted>;
+  using S = Spec<scalar_t, Loss, P, kWeighted, kPos>;
   constexpr int N = S::kArgs;
   TORCH_INTERNAL_ASSERT(iter.ntensors() == N);
   const int64_t n = iter.numel();
@@ -269,10 +283,10 @@ int64_t launch(const at::TensorIteratorBase& iter, const Params<scalar_t, Loss>&
   return grid;
 }
 
-template <Pass P, bool kWeighted, typename scalar_t, typename Loss>
+template <Pass P, bool kWeighted, bool kPos, typename scalar_t, typename Loss>
 void run_pass(const at::TensorIteratorBase& iter, Params<scalar_t, Loss> prm) {
   for_each_piece(iter, [&](const at::TensorIteratorBase& piece) {
-    const int64_t blocks = launch<P, kWeighted>(piece, prm);
+    const int64_t blocks = launch<P, kWeighted, kPos>(piece, prm);
     if (prm.partials != nullptr) prm.partials += blocks;
   });
 }
@@ -302,10 +316,10 @@ struct Passes {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.input.scalar_type(), "ssl_fast_regression_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       Params<scalar_t, LossT<acc_t>> prm{LossT<acc_t>(args...), c.grad_scale(), nullptr, nullptr};
-      with_weight(c, [&](auto weighted) {
-        constexpr bool kW = decltype(weighted)::value;
+      with_weights<LossT<acc_t>>(c, [&](auto weighted, auto pos) {
+        constexpr bool kW = decltype(weighted)::value, kP = decltype(pos)::value;
         if (!c.reduces()) {
-          run_pass<Pass::Loss, kW>(iter, prm);
+          run_pass<Pass::Loss, kW, kP>(iter, prm);
           return;
         }
         int64_t blocks = 0;
@@ -314,7 +328,7 @@ struct Passes {
         });
         const at::Tensor partials = at::empty({blocks}, options.dtype(at::kDouble));
         prm.partials = partials.data_ptr<double>();
-        compute_grad ? run_pass<Pass::SumGrad, kW>(iter, prm) : run_pass<Pass::Sum, kW>(iter, prm);
+        compute_grad ? run_pass<Pass::SumGrad, kW, kP>(iter, prm) : run_pass<Pass::Sum, kW, kP>(iter, prm);
         finish_sum<<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
             prm.partials, blocks, c.numel, c.reduction == Reduction::Mean, loss.data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -336,9 +350,9 @@ struct Passes {
       const Params<scalar_t, LossT<acc_t>> prm{
           LossT<acc_t>(args...), c.grad_scale(), c.reduces() ? grad_output.const_data_ptr<scalar_t>() : nullptr,
           nullptr};
-      with_weight(c, [&](auto weighted) {
-        constexpr bool kW = decltype(weighted)::value;
-        c.reduces() ? run_pass<Pass::Grad, kW>(iter, prm) : run_pass<Pass::GradEach, kW>(iter, prm);
+      with_weights<LossT<acc_t>>(c, [&](auto weighted, auto pos) {
+        constexpr bool kW = decltype(weighted)::value, kP = decltype(pos)::value;
+        c.reduces() ? run_pass<Pass::Grad, kW, kP>(iter, prm) : run_pass<Pass::GradEach, kW, kP>(iter, prm);
       });
     });
     return grad;

@@ -11,6 +11,8 @@ providers and default cases (regression, contrastive, masking, batch). Needs the
 OPS = {
     "smooth_l1": ("regression", "smooth_l1"),
     "mse": ("regression", "mse"),
+    "bce": ("regression", "bce and not bce_with_logits"),
+    "bce_with_logits": ("regression", "bce_with_logits"),
     "nt_xent": ("contrastive", "nt_xent"),
     "sup_con": ("contrastive", "sup_con"),
     "dcl": ("contrastive", "dcl"),

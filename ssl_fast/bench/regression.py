@@ -1,8 +1,11 @@
-"""Regression losses: ssl_fast's fused smooth_l1 and mse against torch.nn.functional."""
+"""Regression losses: ssl_fast's fused smooth_l1, mse and binary cross-entropies (bce on
+probabilities, bce_with_logits) against torch.nn.functional."""
 
 from __future__ import annotations
 
 import math
+
+import torch
 
 from .harness import OpBench, Shape
 
@@ -24,6 +27,19 @@ CASES = {
     "cuda": (((8192, 8192), "float32"), ((8192, 8192), "bfloat16")),
 }
 
+
+def _logits_and_targets(shape: Shape, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    """Logits of spread 2 (the input, with requires_grad: the forward mode runs without
+    grad) and soft targets in [0, 1]."""
+    x = 2 * torch.randn(shape, device=device)
+    return [x.to(dtype).requires_grad_(), torch.rand(shape, device=device).to(dtype)]
+
+
+def _probabilities_and_targets(shape: Shape, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    x, y = _logits_and_targets(shape, dtype, device)
+    return [torch.sigmoid(x.detach()).requires_grad_(), y]
+
+
 BENCHES = [
     OpBench(
         "smooth_l1",
@@ -36,6 +52,23 @@ BENCHES = [
         {"torch": "torch.nn.functional:mse_loss", "ssl_fast": "ssl_fast:mse_loss"},
         CASES,
         regression_loss_bytes,
+    ),
+    OpBench(
+        "bce_with_logits",
+        {
+            "torch": "torch.nn.functional:binary_cross_entropy_with_logits",
+            "ssl_fast": "ssl_fast:binary_cross_entropy_with_logits",
+        },
+        CASES,
+        regression_loss_bytes,
+        make_inputs=_logits_and_targets,
+    ),
+    OpBench(
+        "bce",
+        {"torch": "torch.nn.functional:binary_cross_entropy", "ssl_fast": "ssl_fast:binary_cross_entropy"},
+        CASES,
+        regression_loss_bytes,
+        make_inputs=_probabilities_and_targets,
     ),
 ]
 

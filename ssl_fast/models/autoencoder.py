@@ -12,9 +12,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn.functional import binary_cross_entropy_with_logits
 
-from ..ops.regression import mse_loss
+from ..ops.regression import binary_cross_entropy_with_logits, mse_loss
 
 
 def _mlp(widths: Sequence[int], last_activation: nn.Module | None) -> nn.Sequential:

@@ -1,11 +1,15 @@
-"""Fused regression losses: smooth-L1 (time-series prediction) and MSE (reconstruction).
+"""Fused regression losses: smooth-L1 (time-series prediction), MSE (reconstruction) and
+binary cross-entropy on probabilities or logits (multi-label heads, masked-token and
+patch discrimination).
 
 One pass over input and target gives the reduced loss. When the input needs a
 gradient, the same pass writes d loss / d input (the forward on the CPU), so that
 the usual `loss.backward()` (grad_output == 1) costs no further pass; otherwise the
 backward op recomputes the gradient in one pass from input and target. With
 create_graph=True the backward runs the PyTorch formula instead, so that second
-derivatives exist.
+derivatives exist. The gradient of a difference loss (smooth-L1, MSE) in the target is
+minus the one in the input; the cross-entropies' target gradient is a PyTorch formula
+(targets rarely need one).
 """
 
 from __future__ import annotations
@@ -15,14 +19,17 @@ from collections.abc import Sequence
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 
 from .. import _checks, _ext, reference
 from .autograd import grad_output_is_one
 from .reduction import reduce_rows
 
-OPS = ("smooth_l1_loss", "mse_loss")
+OPS = ("smooth_l1_loss", "mse_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits")
+# Losses of d = input - target: d loss / d target = -(d loss / d input).
+_DIFFERENCE_LOSSES = ("smooth_l1_loss", "mse_loss")
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
-_NONE, _SUM = 0, 2
+_NONE, _MEAN, _SUM = 0, 1, 2
 
 
 def _validate(
@@ -60,13 +67,18 @@ def _validate(
     return input.to(dtype), target.to(dtype), shape
 
 
+def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the kernels' weights and sums for inputs of `dtype`."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _mask_weight(
     mask: torch.Tensor, shape: Sequence[int], reduction: str, dtype: torch.dtype
 ) -> torch.Tensor:
     """Turns a position mask into per-element weights that make the kernel's weighted sum
     equal to the masked loss (mean over trailing dims, then over masked positions)."""
     per_position = math.prod(shape[mask.dim() :])
-    weight = mask.detach().to(torch.float64 if dtype == torch.float64 else torch.float32)
+    weight = mask.detach().to(_accumulate_dtype(dtype))
     if reduction == "mean":
         weight = weight / (reduce_rows(weight.reshape(-1), "sum", weight.dtype) * per_position)
     else:
@@ -122,6 +134,25 @@ def _setup_context(name, ctx, inputs, output):
     ctx.forward_grad = output[1] if compute_grad else None
 
 
+def _bce_target_grad(ctx, grad_loss, input, target, weight) -> torch.Tensor:
+    """d loss / d target of the cross-entropies, by torch's formulas: -logit(input) for
+    probabilities; -input for logits, log_sigmoid(-input) - pos_weight log_sigmoid(input)
+    with a pos_weight (the same, written so that infinite logits give what torch gives)."""
+    *params, reduction = ctx.params
+    if ctx.name == "binary_cross_entropy":
+        grad = -torch.logit(input)
+    else:
+        (pos_weight,) = params
+        if pos_weight is None:
+            grad = -input
+        else:
+            grad = F.logsigmoid(-input) - pos_weight * F.logsigmoid(input)
+    if weight is not None:
+        grad = grad * weight
+    upstream = grad_loss / grad.numel() if reduction == _MEAN else grad_loss
+    return (grad * upstream).to(target.dtype)
+
+
 def _backward(ctx, grad_loss, _grad_of_grad):
     input, target, weight = ctx.saved_tensors
     saved, ctx.forward_grad = ctx.forward_grad, None
@@ -130,13 +161,19 @@ def _backward(ctx, grad_loss, _grad_of_grad):
         return (None, None) + unused
     if torch.is_grad_enabled():  # create_graph=True: a gradient that can be differentiated again
         return _reference_grads(ctx.name, ctx, grad_loss, input, target, weight) + unused
-    if saved is not None and grad_output_is_one(grad_loss):
-        grad = saved
-    else:  # recomputed rather than scaled, so that 16-bit gradients are rounded once
-        backward_op = getattr(torch.ops.ssl_fast, f"{ctx.name}_backward")
-        grad = backward_op(grad_loss, input, target, *ctx.params, weight)
+    difference = ctx.name in _DIFFERENCE_LOSSES
+    grad = None
+    if ctx.needs_input_grad[0] or (difference and ctx.needs_input_grad[1]):
+        if saved is not None and grad_output_is_one(grad_loss):
+            grad = saved
+        else:  # recomputed rather than scaled, so that 16-bit gradients are rounded once
+            backward_op = getattr(torch.ops.ssl_fast, f"{ctx.name}_backward")
+            grad = backward_op(grad_loss, input, target, *ctx.params, weight)
     grad_input = _sum_to(grad, ctx.shapes[0]) if ctx.needs_input_grad[0] else None
-    grad_target = _sum_to(-grad, ctx.shapes[1]) if ctx.needs_input_grad[1] else None
+    grad_target = None
+    if ctx.needs_input_grad[1]:
+        grad_target = -grad if difference else _bce_target_grad(ctx, grad_loss, input, target, weight)
+        grad_target = _sum_to(grad_target, ctx.shapes[1])
     return (grad_input, grad_target) + unused
 
 
@@ -148,9 +185,11 @@ def _run(
     shape: tuple[int, ...],
     reduction: str,
     mask: torch.Tensor | None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """The op `name` on checked operands; weight (accumulation dtype) or a mask, not both."""
     if mask is None:
-        weight, code = None, _REDUCTIONS[reduction]
+        code = _REDUCTIONS[reduction]
     else:
         weight = _mask_weight(mask, shape, reduction, input.dtype)
         code = _NONE if reduction == "none" else _SUM
@@ -162,7 +201,7 @@ def _run(
         code != _NONE
         and input.device.type == "cpu"
         and torch.is_grad_enabled()
-        and (input.requires_grad or target.requires_grad)
+        and (input.requires_grad or (target.requires_grad and name in _DIFFERENCE_LOSSES))
         and not torch.compiler.is_compiling()
     )
     loss, _ = getattr(torch.ops.ssl_fast, name)(input, target, *params, code, weight, compute_grad)
@@ -211,6 +250,98 @@ def mse_loss(
     if not _ext.use_kernel("mse_loss", input):
         return reference.mse_loss(input, target, reduction, mask)
     return _run("mse_loss", (), input, target, shape, reduction, mask)
+
+
+def _loss_weight(name: str, what: str, w: torch.Tensor | None, input: torch.Tensor) -> torch.Tensor | None:
+    """A weight or pos_weight checked as torch would (broadcast to the input, no gradient),
+    in the kernel's accumulation dtype."""
+    if w is None:
+        return None
+    if not isinstance(w, torch.Tensor) or not w.is_floating_point():
+        got = getattr(w, "dtype", type(w).__name__)
+        raise TypeError(f"{name}: {what} must be a floating-point tensor, got {got}")
+    if w.device != input.device:
+        raise ValueError(f"{name}: {what} is on {w.device} but input is on {input.device}")
+    try:
+        fits = torch.broadcast_shapes(w.shape, input.shape) == input.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{name}: {what} of shape {tuple(w.shape)} does not broadcast to the input shape "
+            f"{tuple(input.shape)}"
+        )
+    if w.requires_grad and torch.is_grad_enabled():
+        # torch's own words, so that code that matches them keeps working.
+        raise RuntimeError(
+            f"The function '{name}' is not differentiable with respect to argument '{what}'. "
+            "This input cannot have requires_grad True."
+        )
+    return w.to(_accumulate_dtype(input.dtype))
+
+
+def _check_same_size(name: str, input: torch.Tensor, target: torch.Tensor) -> None:
+    if isinstance(input, torch.Tensor) and isinstance(target, torch.Tensor) and target.shape != input.shape:
+        raise ValueError(
+            f"{name}: target of shape {tuple(target.shape)} must have the input's shape "
+            f"{tuple(input.shape)}, as in torch"
+        )
+
+
+def binary_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Binary cross-entropy of probabilities with torch's semantics, fused in one pass.
+
+    input: probabilities in [0, 1] (anything else, NaN included, is an error, as in torch);
+    target: the same shape and dtype, soft labels in [0, 1]. float16/bfloat16/float32/float64,
+    computed and accumulated in float32 for 16-bit dtypes. Each log term is clamped at -100
+    and the input gradient is (input - target) / max(input (1 - input), 1e-12), as in torch.
+    weight: optional tensor broadcasting to the input, scaling each element (no gradient).
+    reduction: 'mean' (over all elements), 'sum' or 'none'.
+    """
+    name = "binary_cross_entropy"
+    _check_same_size(name, input, target)
+    if isinstance(input, torch.Tensor) and isinstance(target, torch.Tensor) and input.dtype != target.dtype:
+        raise TypeError(f"{name}: target dtype {target.dtype} differs from input dtype {input.dtype}")
+    input, target, shape = _validate(name, input, target, reduction, None)
+    w = _loss_weight(name, "weight", weight, input)
+    if not _ext.use_kernel(name, input):
+        return reference.binary_cross_entropy(input, target, reduction, weight)
+    return _run(name, (), input, target, shape, reduction, None, w)
+
+
+def binary_cross_entropy_with_logits(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Binary cross-entropy of logits with torch's semantics, fused in one pass.
+
+    loss = -w [p y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))], computed stably for any
+    logit x (+-inf and NaN give what torch gives). input, target: the same shape,
+    float16/bfloat16/float32/float64; as in torch, the input is cast to the target's dtype,
+    which is the loss's (16-bit dtypes are computed and accumulated in float32). target: soft
+    labels, usually in [0, 1] (not checked, as in torch). weight: optional, broadcasting to
+    the input. pos_weight p: optional weight of the positive term, broadcasting to the input
+    (a [C] tensor weighs the classes of the last dim). Neither gets a gradient (torch refuses
+    one). reduction: 'mean', 'sum' or 'none'.
+    """
+    name = "binary_cross_entropy_with_logits"
+    _check_same_size(name, input, target)
+    dtype = getattr(target, "dtype", None)
+    input, target, shape = _validate(name, input, target, reduction, None)
+    input, target = input.to(dtype), target.to(dtype)  # torch computes in the target's dtype
+    w = _loss_weight(name, "weight", weight, input)
+    pw = _loss_weight(name, "pos_weight", pos_weight, input)
+    if not _ext.use_kernel(name, input):
+        return reference.binary_cross_entropy_with_logits(input, target, pos_weight, reduction, weight)
+    return _run(name, (pw,), input, target, shape, reduction, None, w)
 
 
 for _name in OPS:
