@@ -13,7 +13,7 @@ and (all tasks but forecast, whose split is in time order) its train/test split.
 
 A task NAME:VARIANT runs `train NAME --variant VARIANT` (`autoencoder:vae`); --variant V adds
 `autoencoder:V` for each V. --holdout validation evaluates on a validation part carved out of
-the training data instead of the test part (simclr and forecast): the way to compare
+the training data instead of the test part (all tasks but mlm): the way to compare
 hyper-parameters without reading the test part.
 """
 
@@ -34,11 +34,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Steps of each task in `make demo-all`.
 DEMO_STEPS = {"autoencoder": 1000, "forecast": 500, "simclr": 300, "mlm": 300}
-DEFAULT_TASKS = ("simclr", "forecast")  # a variant is one more entry: "autoencoder:vae"
+DEFAULT_TASKS = (  # a variant is one more entry: "autoencoder:vae"
+    "simclr", "forecast", "mlm", "autoencoder", "autoencoder:sparse", "autoencoder:topk",
+    "autoencoder:denoising", "autoencoder:vae",
+)
 # Which way each evaluation metric improves; a metric missing here gets no verdict.
 HIGHER_IS_BETTER = {
     "knn_top1": True, "linear_probe": True, "masked_token_accuracy": True,
     "reconstruction_mse": False, "mse": False, "mae": False, "perplexity": False,
+    "denoised_mse": False, "neg_elbo_nats": False,
 }
 
 

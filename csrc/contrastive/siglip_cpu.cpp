@@ -19,6 +19,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../common/logmath.h"
 #include "../common/simd.h"
 #include "scratch.h"
 #include "siglip.h"
@@ -27,24 +28,6 @@
 
 namespace ssl_fast::cpu {
 namespace {
-
-// log(1 + e) for e in [0, 1] in a form GCC vectorises: 1 + e = 2^k m with m in
-// [sqrt(1/2), sqrt(2)], log m = 2 atanh(f) with f = (m - 1) / (m + 1), |f| <= 0.172, whose
-// series to f^9 is within 1e-9; f is formed from e without the rounding of 1 + e, so a
-// tiny e keeps its digits.
-SSL_FAST_INLINE float log1p_unit(float e) {
-  const bool k = e > 0.41421356f;
-  const float f = k ? (e - 1.f) / (e + 3.f) : e / (e + 2.f);
-  const float f2 = f * f;
-  float p = 1.f / 9;
-  p = p * f2 + 1.f / 7;
-  p = p * f2 + 1.f / 5;
-  p = p * f2 + 1.f / 3;
-  p = p * f2 + 1.f;
-  return (k ? 0.693147180559945309f : 0.f) + 2.f * f * p;
-}
-
-SSL_FAST_INLINE double log1p_unit(double e) { return std::log1p(e); }
 
 // The sums of one tile, each over its pairs.
 struct TileSums {
@@ -67,7 +50,7 @@ SSL_FAST_INLINE TileSums epilogue(T* s, int64_t ni, int64_t nj, int64_t pos0, T 
       const bool positive = j == pos;
       const T u = positive ? -z : z;
       const T e = tile_exp(-std::abs(u));
-      if constexpr (kLoss) loss[k] += std::max(u, T(0)) + log1p_unit(e);
+      if constexpr (kLoss) loss[k] += std::max(u, T(0)) + logmath::log1p_unit(e);
       if constexpr (kGrad) {
         const T sigmoid = (u >= 0 ? T(1) : e) / (T(1) + e);
         const T g = positive ? -sigmoid : sigmoid;

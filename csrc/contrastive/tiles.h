@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "../common/logmath.h"
 #include "../common/simd.h"
 
 namespace ssl_fast::cpu {
@@ -22,29 +23,8 @@ namespace ssl_fast::cpu {
 constexpr int64_t kTile = 256;  // a 256 x 256 fp32 tile is 256 KiB: it stays in L2
 constexpr int kLanes = 16;      // independent accumulators, so the row sums vectorise
 
-// exp in a form GCC vectorises (a call to std::exp does not): x = n ln2 + r with
-// |r| <= ln2 / 2, a degree-7 Taylor polynomial for e^r (truncation error 5e-9) and
-// 2^n put in the exponent bits. Returns 0 below -87, so -inf (an excluded pair) gives 0.
-SSL_FAST_INLINE float tile_exp(float x) {
-  constexpr float kRound = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
-  x = std::min(x, 88.f);
-  const float t = x * 1.44269504088896341f + kRound;
-  const float n = t - kRound;
-  float r = x - n * 0.693145751953125f;  // ln 2 in two parts (Cody and Waite)
-  r = r - n * 1.428606765330187e-06f;
-  float p = 1.f / 5040;
-  p = p * r + 1.f / 720;
-  p = p * r + 1.f / 120;
-  p = p * r + 1.f / 24;
-  p = p * r + 1.f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.f;
-  p = p * r + 1.f;
-  const int32_t e = __builtin_bit_cast(int32_t, t) - __builtin_bit_cast(int32_t, kRound);
-  const float scale = __builtin_bit_cast(float, (e + 127) << 23);
-  return x < -87.f ? 0.f : p * scale;
-}
-
+// exp for the tiles' epilogues (logmath.h); 0 for -inf, an excluded pair.
+SSL_FAST_INLINE float tile_exp(float x) { return logmath::exp_flushed(x); }
 SSL_FAST_INLINE double tile_exp(double x) { return x < -708.0 ? 0.0 : std::exp(x); }
 
 struct Tile {

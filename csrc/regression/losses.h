@@ -16,7 +16,7 @@
 
 #include <c10/macros/Macros.h>
 
-#include "logmath.h"
+#include "../common/logmath.h"
 
 namespace ssl_fast {
 

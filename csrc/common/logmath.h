@@ -1,8 +1,8 @@
-// exp and logarithms for the binary cross-entropy functors, in forms that GCC
-// vectorises on the CPU: calls to std::exp / std::log / std::log1p are never
-// vectorised, and they are the cost of a one-pass BCE. float gets polynomials
-// with errors within a few ulps (including subnormal arguments); double keeps
-// the C library, and device code the CUDA math library.
+// exp and logarithms in forms that GCC vectorises on the CPU (calls to std::exp,
+// std::log or std::log1p never are): the costs of a one-pass binary cross-entropy and of
+// the contrastive tiles' epilogues. float gets polynomials with errors within a few ulps
+// (including subnormal arguments); double keeps the C library, and device code the CUDA
+// math library.
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -67,12 +67,12 @@ inline float log_one_minus(float x) {
   return x < 1.f ? v : (x == 1.f ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::quiet_NaN());
 }
 
-// exp(x) for x <= 0 (and NaN): x = n ln2 + r with |r| <= ln2 / 2, a degree-7 Taylor
-// polynomial for e^r (truncation error 5e-9) and 2^n put in the exponent bits.
-// Results below the normal range are flushed to 0 (they are < 1.2e-38).
-inline float exp_nonpos(float x) {
+// exp(x) for x <= 88 (and NaN): x = n ln2 + r with |r| <= ln2 / 2, a degree-7 Taylor
+// polynomial for e^r (truncation error 5e-9) and 2^n put in the exponent bits. Results
+// below the normal range are flushed to 0 (they are < 1.2e-38), so -inf gives 0.
+inline float exp_flushed(float x) {
   constexpr float kRound = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float xc = x < -87.f ? -87.f : x;  // NaN passes through
+  const float xc = x < -87.f ? -87.f : (x > 88.f ? 88.f : x);  // NaN passes through
   const float t = xc * 1.44269504088896341f + kRound;
   const float n = t - kRound;
   float r = xc - n * 0.693145751953125f;  // ln 2 in two parts (Cody and Waite)
@@ -96,7 +96,7 @@ C10_HOST_DEVICE inline float exp_neg_abs(float x) {
 #ifdef __CUDA_ARCH__
   return ::expf(-::fabsf(x));
 #else
-  return exp_nonpos(x < 0.f ? x : -x);
+  return exp_flushed(x < 0.f ? x : -x);
 #endif
 }
 C10_HOST_DEVICE inline double exp_neg_abs(double x) { return ::exp(-::fabs(x)); }
