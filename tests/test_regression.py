@@ -234,12 +234,18 @@ def test_broadcasting(loss, reduction, shapes, device, gen):
 @loss_param
 def test_grad_output_not_one(loss, reduction, device, gen):
     x, y = randn(6, 11, gen=gen, device=device), randn(6, 11, gen=gen, device=device)
+    assert_same_grads_for_grad_output_not_one((loss.ours, loss.torch), x, y, reduction)
+
+
+def assert_same_grads_for_grad_output_not_one(fns, x, y, reduction, **kw):
+    """Each fn's input and target gradients for an upstream gradient of 2.5 (reduced) or a
+    random tensor ('none') are the same."""
     results = []
-    for fn in (loss.ours, loss.torch):
+    for fn in fns:
         xl, yl = x.clone().requires_grad_(), y.clone().requires_grad_()
-        out = fn(xl, yl, reduction)
+        out = fn(xl, yl, reduction, **kw)
         if reduction == "none":
-            out.backward(randn(6, 11, gen=torch.Generator().manual_seed(7), device=device))
+            out.backward(randn(*x.shape, gen=torch.Generator().manual_seed(7), device=x.device))
         else:
             (2.5 * out).backward()
         results.append((xl.grad, yl.grad))
@@ -252,17 +258,21 @@ def test_grad_output_not_one(loss, reduction, device, gen):
 @loss_param
 def test_requires_grad_combinations(loss, reduction, needs, device, gen):
     x, y = randn(5, 9, gen=gen, device=device), randn(5, 9, gen=gen, device=device)
+    assert_same_for_requires_grad((loss.ours, loss.torch), x, y, reduction, needs)
+
+
+def assert_same_for_requires_grad(fns, x, y, reduction, needs, **kw):
+    """With input and target requiring grad as `needs` says, each fn gives the same loss and
+    the same gradients (None where not required)."""
     results = []
-    for fn in (loss.ours, loss.torch):
+    for fn in fns:
         xl, yl = x.clone().requires_grad_(needs[0]), y.clone().requires_grad_(needs[1])
-        out = fn(xl, yl, reduction)
+        out = fn(xl, yl, reduction, **kw)
         assert out.requires_grad == any(needs)
         if any(needs):
             out.sum().backward()
         results.append((out.detach(), xl.grad, yl.grad))
-    (out, gx, gy), (t_out, t_gx, t_gy) = results
-    torch.testing.assert_close(out, t_out)
-    for ours, theirs in ((gx, t_gx), (gy, t_gy)):
+    for ours, theirs in zip(*results, strict=True):
         assert (ours is None) == (theirs is None)
         if ours is not None:
             torch.testing.assert_close(ours, theirs)
@@ -993,17 +1003,7 @@ def test_bce_weight_broadcasting(weight, pos_weight, reduction, gen):
 def test_bce_grad_output_not_one(bce, reduction, device, gen):
     x, y = bce.inputs(6, 5, gen=gen, device=device)
     weights = bce.weights(x.shape, gen, device=device)
-    results = []
-    for fn in (bce.ours, bce.torch):
-        xl, yl = x.clone().requires_grad_(), y.clone().requires_grad_()
-        out = fn(xl, yl, reduction, weights=weights)
-        if reduction == "none":
-            out.backward(randn(6, 5, gen=torch.Generator().manual_seed(7), device=device))
-        else:
-            (2.5 * out).backward()
-        results.append((xl.grad, yl.grad))
-    for o, t in zip(*results, strict=True):
-        torch.testing.assert_close(o, t)
+    assert_same_grads_for_grad_output_not_one((bce.ours, bce.torch), x, y, reduction, weights=weights)
 
 
 @pytest.mark.parametrize("needs", [(True, False), (False, True), (True, True), (False, False)], ids=str)
@@ -1012,18 +1012,7 @@ def test_bce_grad_output_not_one(bce, reduction, device, gen):
 def test_bce_requires_grad_combinations(bce, reduction, needs, gen):
     x, y = bce.inputs(5, 9, gen=gen)
     weights = bce.weights(x.shape, gen)
-    results = []
-    for fn in (bce.ours, bce.torch):
-        xl, yl = x.clone().requires_grad_(needs[0]), y.clone().requires_grad_(needs[1])
-        out = fn(xl, yl, reduction, weights=weights)
-        assert out.requires_grad == any(needs)
-        if any(needs):
-            out.sum().backward()
-        results.append((out.detach(), xl.grad, yl.grad))
-    for ours, theirs in zip(*results, strict=True):
-        assert (ours is None) == (theirs is None)
-        if ours is not None:
-            torch.testing.assert_close(ours, theirs)
+    assert_same_for_requires_grad((bce.ours, bce.torch), x, y, reduction, needs, weights=weights)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
