@@ -139,6 +139,19 @@ def temperature_scale(name: str, temperature: float) -> torch.Tensor:
 # ----------------------------------------------------------------- NT-Xent
 
 
+def check_two_views(
+    name: str, z0: torch.Tensor, z1: torch.Tensor, temperature: float, reduction: str
+) -> torch.Tensor:
+    """The checks of a loss on two views z0, z1 ([N, D] each, one shape); returns the scale 1/t."""
+    check_embeddings(name, z0=z0, z1=z1)
+    if z0.shape != z1.shape:
+        raise ValueError(
+            f"{name}: z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}"
+        )
+    check_reduction(name, reduction)
+    return temperature_scale(name, temperature)
+
+
 def nt_xent(
     z0: torch.Tensor,
     z1: torch.Tensor,
@@ -162,13 +175,7 @@ def nt_xent(
     averaging yields the gradient of the global mean.
     """
     name = "nt_xent"
-    check_embeddings(name, z0=z0, z1=z1)
-    if z0.shape != z1.shape:
-        raise ValueError(
-            f"{name}: z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}"
-        )
-    check_reduction(name, reduction)
-    scale = temperature_scale(name, temperature)
+    scale = check_two_views(name, z0, z1, temperature, reduction)
     temperature = float(temperature)
     if gather_distributed:
         distributed.check_available(name)

@@ -22,7 +22,13 @@ from collections.abc import Callable
 import torch
 
 from .. import distributed
-from .contrastive import check_embeddings, check_reduction, contrastive_lse, temperature_scale
+from .contrastive import (
+    check_embeddings,
+    check_reduction,
+    check_two_views,
+    contrastive_lse,
+    temperature_scale,
+)
 from .reduction import reduce_rows, row_dot
 
 # ----------------------------------------------------------------- SupCon
@@ -179,13 +185,7 @@ def dcl(
     gradient averaging yields the gradient of the global mean.
     """
     name = "dcl"
-    check_embeddings(name, z0=z0, z1=z1)
-    if z0.shape != z1.shape:
-        raise ValueError(
-            f"{name}: z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}"
-        )
-    check_reduction(name, reduction)
-    scale = temperature_scale(name, temperature)
+    scale = check_two_views(name, z0, z1, temperature, reduction)
     temperature = float(temperature)
     if weight_fn is not None and not callable(weight_fn):
         raise TypeError(f"{name}: weight_fn must be callable or None, got {type(weight_fn).__name__}")
