@@ -60,10 +60,22 @@ struct Pass {
   acc_t scale;
   mutable std::atomic<bool> bad_input{false}, bad_target{false};
 
-  // Records the elements' domain; a no-op for the other losses.
-  void check(bool input_ok, bool target_ok) const {
-    if (!input_ok) bad_input.store(true, std::memory_order_relaxed);
-    if (!target_ok) bad_target.store(true, std::memory_order_relaxed);
+  // Whether a run's inputs and targets were all in [0, 1] (an AND of unsigned vectorises,
+  // one of bool does not); always true for the other losses.
+  struct Domain {
+    unsigned input = 1, target = 1;
+    void see(acc_t x, acc_t y) {
+      if constexpr (Loss::kUnitInterval) {
+        input &= unsigned(in_unit_interval(x));
+        target &= unsigned(in_unit_interval(y));
+      }
+    }
+  };
+
+  // Records a run's domain.
+  void check(const Domain& d) const {
+    if (!d.input) bad_input.store(true, std::memory_order_relaxed);
+    if (!d.target) bad_target.store(true, std::memory_order_relaxed);
   }
   void raise(const RegressionCall& c) const {
     TORCH_CHECK(!bad_input.load(), c.op, ": all elements of input should be between 0 and 1");
@@ -77,13 +89,10 @@ struct Pass {
     const Operands<scalar_t, acc_t, kContig, kWeighted, kPos> in(p, s, kGrad ? 1 : 0);
     const Col<scalar_t, kContig> g{p[0], s[0]};
     acc_t lane[kLanes] = {};
-    unsigned x_ok = 1, y_ok = 1;  // an AND of unsigned vectorises, one of bool does not
+    Domain domain;
     auto step = [&](int64_t i, acc_t& acc) {
       const acc_t x = in.input(i), y = in.target(i), pw = in.pos_weight(i), w = in.weight(i);
-      if constexpr (Loss::kUnitInterval) {
-        x_ok &= unsigned(in_unit_interval(x));
-        y_ok &= unsigned(in_unit_interval(y));
-      }
+      domain.see(x, y);
       acc += w * f.loss(x, y, pw);
       if constexpr (kGrad) g[i] = static_cast<scalar_t>(scale * w * f.grad(x, y, pw));
     };
@@ -93,7 +102,7 @@ struct Pass {
     }
     acc_t tail = 0;
     for (; i < n; ++i) step(i, tail);
-    check(x_ok, y_ok);
+    check(domain);
     for (int width = kLanes / 2; width > 0; width /= 2) {
       for (int k = 0; k < width; ++k) lane[k] += lane[k + width];
     }
@@ -105,16 +114,13 @@ struct Pass {
   void loss_run(char** p, const int64_t* s, int64_t n) const {
     const Operands<scalar_t, acc_t, kContig, kWeighted, kPos> in(p, s, 1);
     const Col<scalar_t, kContig> out{p[0], s[0]};
-    unsigned x_ok = 1, y_ok = 1;  // an AND of unsigned vectorises, one of bool does not
+    Domain domain;
     for (int64_t i = 0; i < n; ++i) {
       const acc_t x = in.input(i), y = in.target(i);
-      if constexpr (Loss::kUnitInterval) {
-        x_ok &= unsigned(in_unit_interval(x));
-        y_ok &= unsigned(in_unit_interval(y));
-      }
+      domain.see(x, y);
       out[i] = static_cast<scalar_t>(in.weight(i) * f.loss(x, y, in.pos_weight(i)));
     }
-    check(x_ok, y_ok);
+    check(domain);
   }
 
   // grad_input = grad_output * scale * weight * loss'; grad_output is a scalar (reducing
@@ -123,17 +129,14 @@ struct Pass {
   void grad_run(char** p, const int64_t* s, int64_t n) const {
     const Operands<scalar_t, acc_t, kContig, kWeighted, kPos> in(p, s, kGradOut ? 2 : 1);
     const Col<scalar_t, kContig> gi{p[0], s[0]}, go{p[1], s[1]};
-    unsigned x_ok = 1, y_ok = 1;  // an AND of unsigned vectorises, one of bool does not
+    Domain domain;
     for (int64_t i = 0; i < n; ++i) {
       const acc_t x = in.input(i), y = in.target(i);
-      if constexpr (Loss::kUnitInterval) {
-        x_ok &= unsigned(in_unit_interval(x));
-        y_ok &= unsigned(in_unit_interval(y));
-      }
+      domain.see(x, y);
       const acc_t upstream = kGradOut ? acc_t(go[i]) * scale : scale;
       gi[i] = static_cast<scalar_t>(upstream * in.weight(i) * f.grad(x, y, in.pos_weight(i)));
     }
-    check(x_ok, y_ok);
+    check(domain);
   }
 };
 
