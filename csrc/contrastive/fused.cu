@@ -43,6 +43,7 @@
 #include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
@@ -50,7 +51,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <type_traits>
+#include <utility>
 
 #include "device.cuh"
 #include "fused.h"
@@ -414,9 +418,22 @@ const E* operand_ptr(const at::Tensor& t) {
 
 const float* float_ptr(const at::Tensor& t) { return t.defined() ? t.const_data_ptr<float>() : nullptr; }
 
+// Raises the kernel's dynamic shared-memory limit on the current device to smem, once per
+// (kernel, device): the limit is a property of the function that outlives the call, and
+// cudaFuncSetAttribute is a driver call that small batches would pay at every launch.
+void allow_smem(const void* kernel, size_t smem) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, size_t> allowed;
+  const std::lock_guard<std::mutex> lock(mutex);
+  size_t& limit = allowed[{kernel, c10::cuda::current_device()}];
+  if (limit >= smem) return;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  limit = smem;
+}
+
 template <typename Kernel, typename... Args>
 void launch(Kernel kernel, int64_t own_rows, size_t smem, Args... args) {
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  allow_smem(reinterpret_cast<const void*>(kernel), smem);
   const auto grid = static_cast<unsigned>((own_rows + kTile - 1) / kTile);
   kernel<<<grid, kThreads, smem, at::cuda::getCurrentCUDAStream()>>>(args...);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
