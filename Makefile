@@ -65,7 +65,7 @@ test-slow: build test-venv
 # One session for every op: one table (bench-out/table.md), rows appended to
 # bench-out/results.csv. Options: `$(PY) -m ssl_fast bench --help`.
 bench: build test-venv
-	$(PY) -m ssl_fast bench smooth_l1 mse bce bce_with_logits nt_xent siglip mask_tokens random_masking
+	$(PY) -m ssl_fast bench smooth_l1 mse bce bce_with_logits nt_xent info_nce siglip mask_tokens random_masking
 
 # SimCLR on the bundled digits with the fused NT-Xent loss, then its evaluation table beside
 # raw pixels and a random encoder. demo-all: the four pretext tasks (and the sparse

@@ -42,10 +42,12 @@ def test_bench_from_another_folder(tmp_path, monkeypatch, capfd):
         assert (tmp_path / "nt_xent.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_siglip(tmp_path, monkeypatch, capfd):
-    """SigLIP's providers, open_clip's included where it is installed, run end to end."""
+@pytest.mark.parametrize("op", ["siglip", "info_nce"])
+def test_bench_against_open_clip(op, tmp_path, monkeypatch, capfd):
+    """The providers of the two-tower losses, open_clip's included where it is installed, run
+    end to end."""
     monkeypatch.chdir(tmp_path)
-    status = main(["bench", "siglip", "--device", "cpu", "--sizes", "40x8", "--rounds", "1", "--no-memory"])
+    status = main(["bench", op, "--device", "cpu", "--sizes", "40x8", "--rounds", "1", "--no-memory"])
     out, err = capfd.readouterr()
     assert status == 0, err[-3000:]
     rows = list(csv.DictReader((tmp_path / "bench-out" / "results.csv").open()))

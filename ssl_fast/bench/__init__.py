@@ -14,6 +14,7 @@ OPS = {
     "bce": ("regression", "bce and not bce_with_logits"),
     "bce_with_logits": ("regression", "bce_with_logits"),
     "nt_xent": ("contrastive", "nt_xent"),
+    "info_nce": ("contrastive", "info_nce"),
     "sup_con": ("contrastive", "sup_con"),
     "dcl": ("contrastive", "dcl"),
     "siglip": ("contrastive", "siglip"),

@@ -18,6 +18,7 @@ SupCon and DCL (below): on the same inputs, beside a peer library and ssl_fast's
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import os
@@ -145,6 +146,96 @@ BENCHES = [
     ),
 ]
 
+
+# ----------------------------------------------------------------- InfoNCE (CLIP)
+# N image-text pairs: img, txt [N, D] (2N rows in all, as NT-Xent's z0, z1) and a learnable
+# logit_scale at CLIP's initialisation, log(1 / 0.07); the symmetric loss of CLIP.
+# Providers:
+#   torch           the materialised formula (ssl_fast.reference.info_nce);
+#   ssl_fast        ssl_fast.info_nce with SSL_FAST_CONTRASTIVE_KERNEL=fused, as NT-Xent's;
+#   ssl_fast-tiled  CUDA only: stage 1;
+#   open_clip       its ClipLoss (one process) on the unit rows (it takes them normalised)
+#                   and the exponentiated scale, when open_clip_torch is installed;
+#   inf_cl          CUDA only, when inf_cl is installed: cal_inf_loss both ways, halved.
+CLIP_LOGIT_SCALE = 2.6592600369644165  # log(1 / 0.07)
+
+
+def info_nce_inputs(shape: Shape, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    img, txt = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(2))
+    return [img, txt, torch.tensor(CLIP_LOGIT_SCALE, device=device, requires_grad=True)]
+
+
+def _info_nce_on(kernel: str):
+    def info_nce(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+        os.environ[KERNEL_ENV] = kernel  # left set for the backward, as _nt_xent_on does
+        return ssl_fast.info_nce(img, txt, symmetric=True, logit_scale=logit_scale)
+
+    info_nce.__doc__ = f"ssl_fast.info_nce (symmetric, learnable scale) with {KERNEL_ENV}={kernel}."
+    return info_nce
+
+
+info_nce_fused = _info_nce_on("fused")
+info_nce_tiled = _info_nce_on("tiled")
+
+
+def info_nce_torch(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    return reference.info_nce(img, txt, symmetric=True, logit_scale=logit_scale)
+
+
+def info_nce_open_clip(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    loss = _open_clip_loss_module().ClipLoss()
+    return loss(F.normalize(img, dim=1), F.normalize(txt, dim=1), logit_scale.exp())
+
+
+def info_nce_inf_cl(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    from inf_cl import cal_inf_loss
+
+    q, k = F.normalize(img, dim=1), F.normalize(txt, dim=1)
+    labels = torch.arange(len(q), device=q.device)
+    scale = logit_scale.exp()
+    return (cal_inf_loss(q, k, labels=labels, scale=scale, head_dim=q.shape[1])
+            + cal_inf_loss(k, q, labels=labels, scale=scale, head_dim=q.shape[1])) / 2
+
+
+def info_nce_flops(mode: str, shape: Shape) -> int:
+    """Useful FLOPs of N pairs: the N x N logits (2 N^2 D) serve both directions in the
+    forward; the backward recomputes them and takes d img and d txt (6 N^2 D)."""
+    n, d = shape
+    return {"forward": 2, "backward": 6, "full": 8}[mode] * n * n * d
+
+
+def _info_nce_skip(case: Case) -> str | None:
+    if case.provider == "open_clip" and importlib.util.find_spec("open_clip") is None:
+        return "open_clip_torch is not installed"
+    return _skip(case)
+
+
+def _info_nce_too_large(case: Case) -> str | None:
+    """The materialised forms hold several N x N matrices (a quarter of NT-Xent's 2N x 2N)."""
+    if case.provider in ("ssl_fast", "ssl_fast-tiled", "inf_cl"):
+        return None
+    return _materialised_too_large(dataclasses.replace(case, shape=(case.shape[0] // 2, case.shape[1])))
+
+
+BENCHES.append(
+    OpBench(
+        "info_nce",
+        {
+            "torch": "ssl_fast.bench.contrastive:info_nce_torch",
+            "ssl_fast": "ssl_fast.bench.contrastive:info_nce_fused",
+            "ssl_fast-tiled": "ssl_fast.bench.contrastive:info_nce_tiled",
+            "open_clip": "ssl_fast.bench.contrastive:info_nce_open_clip",
+            "inf_cl": "ssl_fast.bench.contrastive:info_nce_inf_cl",
+        },
+        CASES,
+        max_rounds=3,
+        skip=_info_nce_skip,
+        flops=info_nce_flops,
+        make_inputs=info_nce_inputs,
+        requires={"inf_cl": "inf_cl"},
+        too_large=_info_nce_too_large,
+    )
+)
 
 # ----------------------------------------------------------------- SupCon, DCL
 # On nt_xent's inputs z0, z1 ([N, D], two views of N samples: 2N rows) at one temperature,
