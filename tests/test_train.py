@@ -3,9 +3,11 @@ the train and eval commands, their user errors, and a killed run resumed."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import io
 import json
+import math
 import re
 import signal
 import subprocess
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import idx_folder
+from conftest import idx_folder, requires_cuda
 from torch.utils.data import TensorDataset
 
 from ssl_fast.models import Autoencoder, SeriesForecaster
@@ -326,6 +328,23 @@ def test_train_and_eval_commands(task, tmp_path, capfd):
     assert status == 0, err
     assert json.loads(out.strip().splitlines()[-1])["evaluation"] == result["evaluation"]
     assert importlib.util.find_spec("matplotlib") is None or (run / "curves.png").stat().st_size > 0
+
+
+@requires_cuda
+@pytest.mark.parametrize("amp", [None, "bf16"], ids=["cuda-fp32", "cuda-amp_bf16"])
+def test_train_simclr_on_cuda(amp, tmp_path, capfd):
+    """SimCLR on the GPU (its NT-Xent on the CUDA kernels), in fp32 and under bf16 autocast:
+    the loss falls and the evaluation's table comes back."""
+    pytest.importorskip("sklearn")
+    args = ["train", "simclr", "--device", "cuda", "--steps", "30", "--out", str(tmp_path), "--quiet",
+            "--json", "--metrics", "csv"]
+    status, out, err = _run(args + (["--amp", amp] if amp else []), capfd)
+    assert status == 0, err
+    result = json.loads(out)
+    assert result["steps"] == 30 and "trained encoder" in result["evaluation"]
+    with open(tmp_path / "simclr" / "metrics.csv") as f:
+        losses = [float(row["loss"]) for row in csv.DictReader(f)]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0], losses
 
 
 def test_validation_holdout_never_reads_the_test_part(tmp_path):
