@@ -3,6 +3,7 @@ open_clip's SigLipLoss."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 
@@ -40,11 +41,12 @@ def formula(img, txt, scale, bias):
     return reference.siglip_loss(img, txt, scale, bias)
 
 
-def check_against_formula(inputs, what: str, weight=1.0, floor: float = 10.0):
+def check_against_formula(inputs, what: str, weight=1.0, floor: float = 10.0, ours=None):
     """The criterion of tests/conftest.py on the loss and every gradient: ssl_fast's error
     against the float64 formula is no worse than the formula's own in the inputs' dtype, plus
-    a tolerance relative to at least `floor` (a pair's logit is as large as the scale)."""
-    out, grads = value_and_grads(ssl_fast.siglip, *inputs, weight=weight)
+    a tolerance relative to at least `floor` (a pair's logit is as large as the scale).
+    ours: ssl_fast's (loss, gradients) of `inputs` when computed already."""
+    out, grads = ours or value_and_grads(ssl_fast.siglip, *inputs, weight=weight)
     theirs, their_grads = value_and_grads(formula, *inputs, weight=weight)
     wide = [x.detach().double().requires_grad_(x.requires_grad) for x in inputs]
     ref, ref_grads = value_and_grads(formula, *wide, weight=weight)
@@ -278,3 +280,115 @@ def test_cuda_matches_cpu_and_repeats(gen, monkeypatch):
     for got, again, want in zip(*runs, cpu, strict=True):
         assert torch.equal(got, again)
         torch.testing.assert_close(got.cpu(), want)
+
+
+@contextlib.contextmanager
+def host_sync_forbidden():
+    """CUDA calls that make the host wait for the device raise inside the block."""
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+
+
+def cuda_towers(n: int, d: int, gen, dtype):
+    """towers() on the GPU: features, and a learnable scale and bias, all requiring gradients."""
+    return [t.detach().cuda().requires_grad_() for t in towers(n, d, gen, dtype)]
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cuda_no_host_sync_learnable(dtype, gen, monkeypatch):
+    """Forward and backward (grad_output != 1) with the scale and bias on the GPU never make
+    the host wait, and match the formula."""
+    monkeypatch.setenv("SSL_FAST_BACKEND", "ext")
+    inputs = cuda_towers(300, 24, gen, dtype)
+    value_and_grads(ssl_fast.siglip, *inputs)  # warm-up: first calls initialise cuBLAS
+    with host_sync_forbidden():
+        ours = value_and_grads(ssl_fast.siglip, *inputs, weight=0.5)
+    check_against_formula(inputs, f"cuda no sync {dtype}", weight=0.5, ours=ours)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cuda_no_host_sync_numbers(dtype, gen, monkeypatch):
+    """The same with a plain float scale and bias (CPU values, read on the host for free)."""
+    monkeypatch.setenv("SSL_FAST_BACKEND", "ext")
+    img, txt, _, _ = cuda_towers(300, 24, gen, dtype)
+
+    def loss(img, txt):
+        return ssl_fast.siglip(img, txt, 10.0, -10.0)
+
+    value_and_grads(loss, img, txt)
+    with host_sync_forbidden():
+        ours = value_and_grads(loss, img, txt, weight=0.5)
+    inputs = (img, txt, torch.tensor(10.0), torch.tensor(-10.0))
+    check_against_formula(inputs, f"cuda no sync numbers {dtype}", weight=0.5, ours=ours)
+
+
+@requires_cuda
+def test_cuda_backward_grad_scales_gradients(gen, monkeypatch):
+    """loss.backward(g) with g a CUDA tensor gives g times the gradients of loss.backward(),
+    without the host waiting."""
+    monkeypatch.setenv("SSL_FAST_BACKEND", "ext")
+    inputs = cuda_towers(260, 16, gen, torch.float32)
+    ssl_fast.siglip(*inputs).backward()
+    plain = [t.grad.clone() for t in inputs]
+    for t in inputs:
+        t.grad = None
+    with host_sync_forbidden():
+        ssl_fast.siglip(*inputs).backward(torch.tensor(2.0, device="cuda"))
+    for t, want in zip(inputs, plain, strict=True):
+        torch.testing.assert_close(t.grad, 2 * want, rtol=1e-5, atol=1e-7)
+
+
+@requires_cuda
+def test_cuda_backward_op_grad_on_cpu_or_device(gen):
+    """The backward op takes its incoming gradient on the CPU or the GPU, with the same bits
+    and without the host waiting."""
+    img, txt, scale, bias = (t.detach().cuda() for t in towers(100, 8, gen, torch.float32))
+    mask = [True] * 4
+    ops.siglip_backward(torch.tensor(0.5, device="cuda"), img, txt, scale, bias, 0, mask)
+    with host_sync_forbidden():
+        on_cpu = ops.siglip_backward(torch.tensor(0.5), img, txt, scale, bias, 0, mask)
+        on_gpu = ops.siglip_backward(torch.tensor(0.5, device="cuda"), img, txt, scale, bias, 0, mask)
+    for a, b in zip(on_cpu, on_gpu, strict=True):
+        assert a.device == b.device == img.device
+        assert torch.equal(a, b)
+
+
+@requires_cuda
+def test_cuda_grad_on_another_device(gen):
+    img, txt, scale, bias = towers(5, 3, gen, torch.float32, requires_grad=False)
+    with pytest.raises(RuntimeError, match="grad is on cuda:0 but img is on cpu"):
+        ops.siglip_backward(torch.tensor(0.5, device="cuda"), img, txt, scale, bias, 0, [True] * 4)
+
+
+@requires_cuda
+def test_cuda_graph_capture(gen):
+    """The forward and backward ops can be captured in a CUDA graph, and a replay reads the
+    scale, bias and incoming gradient as they are then, not as they were at capture."""
+    img, txt, scale, bias = (t.detach().cuda() for t in towers(300, 16, gen, torch.float32))
+    grad = torch.tensor(1.0, device="cuda")
+    mask = [True] * 4
+
+    def step():
+        forward = ops.siglip(img, txt, scale, bias, 0, mask)
+        return (*forward, *ops.siglip_backward(grad, img, txt, scale, bias, 0, mask))
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the capture, as torch.cuda.graph asks
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    for values in [(10.0, -10.0, 1.0), (3.0, 1.5, 0.25)]:
+        for t, v in zip((scale, bias, grad), values, strict=True):
+            t.fill_(v)
+        graph.replay()
+        for got, want in zip(captured, step(), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)

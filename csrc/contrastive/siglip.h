@@ -13,12 +13,18 @@
 // A backend supplies its pass as
 //   struct Passes {
 //     // The sums of the call over every pair: the loss when `loss` is set, and the
-//     // gradients that `grads` asks for (img, txt, scale, bias), each times `weight`
-//     // (the incoming gradient of the loss over rows). dimg and dtxt are in the
-//     // accumulation type, undefined when not asked for.
-//     static SiglipSums run(const SiglipCall& c, bool loss, std::array<bool, 4> grads, double weight);
+//     // gradients that `grads` asks for (img, txt, scale, bias), each times `weight`, the
+//     // incoming gradient of the loss (a 0-dim tensor on the CPU or img's device; undefined
+//     // in the forward, where it is 1). dimg and dtxt are in the accumulation type,
+//     // undefined when not asked for.
+//     static SiglipSums run(const SiglipCall& c, bool loss, std::array<bool, 4> grads, const at::Tensor& weight);
 //   };
 // and registers SiglipOps<Passes>::impl(m) in its TORCH_LIBRARY_IMPL block.
+//
+// Scale, bias and the incoming gradient stay tensors, and the sums come back as 0-dim
+// tensors on the call's device: no device value is read on the host, so that a call
+// neither makes the host wait nor breaks a CUDA graph capture (one exception: the gradient
+// of a CPU scale or bias, see gradients()).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -32,26 +38,32 @@
 
 namespace ssl_fast {
 
-// A validated call: img and txt contiguous in the accumulation type; scale and bias read once.
+// A validated call: img and txt contiguous in the accumulation type; scale and bias as
+// given, 0-dim, each on the CPU or img's device.
 struct SiglipCall {
   at::Tensor img, txt;
-  double scale, bias;
+  at::Tensor scale, bias;
   int64_t rows, cols, dim, offset;
   at::ScalarType acc;  // float for half, bfloat16 and float; double for double
 };
 
 struct SiglipSums {
-  double loss = 0, dscale = 0, dbias = 0;  // each already times weight / rows
-  at::Tensor dimg, dtxt;                   // [rows, dim], [cols, dim] in the accumulation type
+  // 0-dim float64 on the call's device, each already times weight / rows; undefined when
+  // the call asks for neither the loss nor a gradient.
+  at::Tensor loss, dscale, dbias;
+  at::Tensor dimg, dtxt;  // [rows, dim], [cols, dim] in the accumulation type
 };
 
-// Checks shapes, dtypes, devices and values with messages naming `op`.
+// Checks shapes, dtypes, devices and values with messages naming `op`. A scale or bias on
+// the CPU must be finite; one on the device is not read on the host to check it (a
+// non-finite value gives a non-finite loss, as the formula does).
 SiglipCall check_siglip_call(
     const char* op, const at::Tensor& img, const at::Tensor& txt, const at::Tensor& scale, const at::Tensor& bias,
     int64_t offset);
 
-// The incoming gradient of the loss, a finite 0-dim floating-point tensor, as a number.
-double siglip_grad_output(const char* op, const at::Tensor& grad);
+// Checks the incoming gradient of the loss: a 0-dim floating-point tensor on the CPU or
+// img's device.
+void check_siglip_grad(const char* op, const at::Tensor& grad, const at::Tensor& img);
 
 template <class Passes>
 struct SiglipOps {
@@ -62,9 +74,9 @@ struct SiglipOps {
       int64_t offset, std::array<bool, 4> compute_grad) {
     const SiglipCall c = check_siglip_call("siglip", img, txt, scale, bias, offset);
     const c10::DeviceGuard guard(img.device());
-    const SiglipSums sums = Passes::run(c, true, compute_grad, 1.0);
+    const SiglipSums sums = Passes::run(c, true, compute_grad, at::Tensor());
     const auto [dimg, dtxt, dscale, dbias] = gradients(c, sums, compute_grad, img, txt, scale, bias);
-    return {at::full({}, sums.loss, img.options().dtype(c.acc)), dimg, dtxt, dscale, dbias};
+    return {sums.loss.to(c.acc), dimg, dtxt, dscale, dbias};
   }
 
   static Grads siglip_backward(
@@ -72,9 +84,9 @@ struct SiglipOps {
       const at::Tensor& bias, int64_t offset, std::array<bool, 4> output_mask) {
     constexpr const char* op = "siglip_backward";
     const SiglipCall c = check_siglip_call(op, img, txt, scale, bias, offset);
-    const double weight = siglip_grad_output(op, grad);
+    check_siglip_grad(op, grad, img);
     const c10::DeviceGuard guard(img.device());
-    return gradients(c, Passes::run(c, false, output_mask, weight), output_mask, img, txt, scale, bias);
+    return gradients(c, Passes::run(c, false, output_mask, grad), output_mask, img, txt, scale, bias);
   }
 
   static void impl(torch::Library& m) {
@@ -83,7 +95,10 @@ struct SiglipOps {
   }
 
  private:
-  // The gradients asked for, each in the dtype of its input; the others empty.
+  // The gradients asked for, each in the dtype and on the device of its input; the others
+  // empty. A CPU scale or bias of a device call thus receives its gradient by a copy to the
+  // host, which waits for the device: that wait is the price of a CPU tensor that requires
+  // a gradient.
   static Grads gradients(
       const SiglipCall& c, const SiglipSums& sums, std::array<bool, 4> mask, const at::Tensor& img,
       const at::Tensor& txt, const at::Tensor& scale, const at::Tensor& bias) {
@@ -91,8 +106,8 @@ struct SiglipOps {
     return {
         mask[0] ? sums.dimg.to(img.scalar_type()) : empty(),
         mask[1] ? sums.dtxt.to(txt.scalar_type()) : empty(),
-        mask[2] ? at::full({}, sums.dscale, scale.options()) : empty(),
-        mask[3] ? at::full({}, sums.dbias, bias.options()) : empty()};
+        mask[2] ? sums.dscale.to(scale.options()) : empty(),
+        mask[3] ? sums.dbias.to(bias.options()) : empty()};
   }
 };
 

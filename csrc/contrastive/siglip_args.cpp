@@ -16,16 +16,23 @@ void check_features(const char* op, const char* what, const at::Tensor& t) {
   TORCH_CHECK(t.size(1) > 0, op, ": ", what, " has no features (shape ", t.sizes(), ")");
 }
 
-double read_scalar(const char* op, const char* what, const at::Tensor& t, const at::Tensor& img) {
+// A 0-dim floating-point tensor on the CPU or img's device.
+void check_scalar(const char* op, const char* what, const at::Tensor& t, const at::Tensor& img) {
   TORCH_CHECK(
       t.dim() == 0 && t.is_floating_point(), op, ": ", what, " must be a 0-dim floating-point tensor, got ",
       t.scalar_type(), " of shape ", t.sizes());
   TORCH_CHECK(
       t.device() == img.device() || t.device().is_cpu(), op, ": ", what, " is on ", t.device(), " but img is on ",
       img.device());
+}
+
+// A scale or bias. Its value is checked only on the CPU, where reading it is free: reading a
+// device value would make the host wait for the device.
+void check_logit_term(const char* op, const char* what, const at::Tensor& t, const at::Tensor& img) {
+  check_scalar(op, what, t, img);
+  if (!t.device().is_cpu()) return;
   const double v = t.item<double>();
   TORCH_CHECK(std::isfinite(v), op, ": ", what, " must be finite, got ", v);
-  return v;
 }
 
 }  // namespace
@@ -50,16 +57,15 @@ SiglipCall check_siglip_call(
   c.cols = txt.size(0);
   c.dim = img.size(1);
   c.offset = offset;
-  c.scale = read_scalar(op, "scale", scale, img);
-  c.bias = read_scalar(op, "bias", bias, img);
+  check_logit_term(op, "scale", scale, img);
+  check_logit_term(op, "bias", bias, img);
+  c.scale = scale;
+  c.bias = bias;
   return c;
 }
 
-double siglip_grad_output(const char* op, const at::Tensor& grad) {
-  TORCH_CHECK(
-      grad.dim() == 0 && grad.is_floating_point(), op, ": grad must be a 0-dim floating-point tensor, got ",
-      grad.scalar_type(), " of shape ", grad.sizes());
-  return grad.item<double>();
+void check_siglip_grad(const char* op, const at::Tensor& grad, const at::Tensor& img) {
+  check_scalar(op, "grad", grad, img);
 }
 
 }  // namespace ssl_fast

@@ -103,8 +103,9 @@ SiglipSums run_tiles(const SiglipCall& c, bool want_loss, std::array<bool, 4> gr
   T* dtxt = grads[1] ? out.dtxt.data_ptr<T>() : nullptr;
   const bool want_grad = grads[0] || grads[1] || grads[2] || grads[3];
   if (!want_loss && !want_grad) return out;
-  const T a = T(c.scale), b = T(c.bias);
-  const T alpha = T(c.scale * weight / double(c.rows));  // d img = alpha G txt, d txt = alpha G^T img
+  const double scale = c.scale.item<double>();  // on the CPU, as img is: free to read
+  const T a = T(scale), b = T(c.bias.item<double>());
+  const T alpha = T(scale * weight / double(c.rows));  // d img = alpha G txt, d txt = alpha G^T img
   const int64_t block_rows = cross_block_rows(c.rows);
   const Rounds rounds = cross_rounds((c.rows + block_rows - 1) / block_rows, (c.cols + kTile - 1) / kTile);
   std::vector<TileSums> partial;  // per tile of the schedule, summed in schedule order
@@ -128,17 +129,18 @@ SiglipSums run_tiles(const SiglipCall& c, bool want_loss, std::array<bool, 4> gr
     total.g_sum += p.g_sum;
   }
   const double per_row = weight / double(c.rows);
-  out.loss = total.loss * per_row;
-  out.dscale = total.g_dot_s * per_row;
-  out.dbias = total.g_sum * per_row;
+  out.loss = at::scalar_tensor(total.loss * per_row, at::kDouble);
+  out.dscale = at::scalar_tensor(total.g_dot_s * per_row, at::kDouble);
+  out.dbias = at::scalar_tensor(total.g_sum * per_row, at::kDouble);
   return out;
 }
 
 // The pass of this backend, for SiglipOps (contrastive/siglip.h).
 struct Passes {
-  static SiglipSums run(const SiglipCall& c, bool loss, std::array<bool, 4> grads, double weight) {
+  static SiglipSums run(const SiglipCall& c, bool loss, std::array<bool, 4> grads, const at::Tensor& weight) {
+    const double w = weight.defined() ? weight.item<double>() : 1.0;  // a CPU tensor: free to read
     SiglipSums out;
-    AT_DISPATCH_FLOATING_TYPES(c.acc, "siglip", [&] { out = run_tiles<scalar_t>(c, loss, grads, weight); });
+    AT_DISPATCH_FLOATING_TYPES(c.acc, "siglip", [&] { out = run_tiles<scalar_t>(c, loss, grads, w); });
     return out;
   }
 };

@@ -132,7 +132,10 @@ def siglip(
     the towers to have normalised them: ssl_fast does not normalise). logit_scale: the
     multiplier of the logits itself (open_clip passes its learnable log-scale already
     exponentiated); logit_bias: added to them (None: 0). Each may be a one-element tensor,
-    which receives a gradient, or a real number. The loss is
+    which receives a gradient, or a real number; it must be finite, which is checked except
+    on a GPU (reading it there would make the host wait: a non-finite one gives a non-finite
+    loss). On a GPU neither the loss nor its backward makes the host wait, unless a CPU
+    tensor among them requires a gradient (which is copied back from the GPU). The loss is
     -(1 / N) sum_ij log sigmoid(y_ij (logit_scale * img_i . txt_j + logit_bias)), y = +1 for
     i = j and -1 elsewhere. Inputs may be float16, bfloat16 (accumulated in float32),
     float32 or float64; the loss has their dtype. The N x N logits are never stored.
