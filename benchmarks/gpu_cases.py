@@ -4,9 +4,10 @@ The cases are what compute-sanitizer runs (memcheck, racecheck: benchmarks/gpu_c
 what the synchronisation check runs: each case is called once to warm up, then again under
 torch.cuda.set_sync_debug_mode("error"), so that a host synchronisation inside the op or its
 backward is reported by name. That second call runs on a side stream: a kernel launched on
-another stream than the current one would race with its inputs. Results are compared with the same call on the CPU, in float64
-for the losses (relative error of the loss and of every gradient, ||ours - ref|| / ||ref||)
-and bit for bit for the masking ops (their output is a function of the seed alone).
+another stream than the current one would race with its inputs. Results are compared with
+the same call on the CPU, in float64 for the losses (relative error of the loss and of every
+gradient, ||ours - ref|| / ||ref||) and bit for bit for the masking ops (their output is a
+function of the seed alone).
 
     python -m benchmarks.gpu_cases                  # every case on CUDA, with the sync check
     python -m benchmarks.gpu_cases --device cpu     # the same calls on the CPU (a dry run)
