@@ -9,14 +9,16 @@
 #   sanitize  compute-sanitizer on the cases: memcheck, then racecheck (shared memory),
 #             both limited to ssl_fast's own kernels;
 #   train     `ssl_fast train simclr --device cuda`, in fp32 and with --amp bf16;
-#   bench     every op on the GPU at its default sizes (`ssl_fast bench all`);
-#   sweep     NT-Xent and InfoNCE, bf16 and fp32, 2N from 8k to 1M, D = 128 and 256: the
-#             materialised formula, stage 1, stage 2 and inf_cl where installed.
+#   sweep     NT-Xent and InfoNCE, bf16 and fp32, 2N from 8k to 256k, D = 128 and 256, and
+#             2N = 1M in bf16: the materialised formula, stage 1, stage 2, open_clip's
+#             ClipLoss and inf_cl where installed;
+#   bench     the other ops at their default sizes: the regression losses and the masking
+#             (against the copy bandwidth measured in the same run), and SigLIP.
 # Name steps to run only those (without `build`, the build already in the checkout), or
 # one of the two passes that each fit a 10-minute call (the sums of their steps' limits):
-#   bash benchmarks/gpu_check.sh                 # every step (limits: 19 minutes in all)
-#   bash benchmarks/gpu_check.sh pass1           # build cases tests train (575 s)
-#   bash benchmarks/gpu_check.sh pass2           # build sanitize bench (555 s)
+#   bash benchmarks/gpu_check.sh                 # every step (935 s of limits in all)
+#   bash benchmarks/gpu_check.sh pass1           # build cases tests train (530 s)
+#   bash benchmarks/gpu_check.sh pass2           # build sanitize sweep bench (585 s)
 #   bash benchmarks/gpu_check.sh cases sweep     # with the build in the checkout
 # Each step is timed and limited; one killed at its limit is reported as timed out. A
 # failed step is reported and the script goes on where the next
@@ -39,13 +41,13 @@ if [[ -n ${ARCHIVE:-} ]]; then
   ARCHIVE=$(cd "$(dirname "$ARCHIVE")" && pwd)/$(basename "$ARCHIVE")
 fi
 
-ALL_STEPS=(build cases tests sanitize train bench sweep)
+ALL_STEPS=(build cases tests sanitize train sweep bench)
 steps=()
 for arg in "$@"; do
   case $arg in
     pass1) steps+=(build cases tests train) ;;
-    pass2) steps+=(build sanitize bench) ;;
-    build | cases | tests | sanitize | train | bench | sweep) steps+=("$arg") ;;
+    pass2) steps+=(build sanitize sweep bench) ;;
+    build | cases | tests | sanitize | train | sweep | bench) steps+=("$arg") ;;
     *) echo "unknown step '$arg': pass1, pass2 or any of ${ALL_STEPS[*]}" >&2; exit 2 ;;
   esac
 done
@@ -90,7 +92,7 @@ run_step() {
 }
 
 run_step "nvidia-smi" 15 nvidia-smi.txt nvidia-smi || true
-run_step "versions" 30 versions.txt "$PYTHON" -c 'import sys, torch; print(sys.version); print("torch", torch.__version__, "cuda", torch.version.cuda); print(torch.cuda.get_device_name(), torch.cuda.get_device_capability())' || true
+run_step "versions" 15 versions.txt "$PYTHON" -c 'import sys, torch; print(sys.version); print("torch", torch.__version__, "cuda", torch.version.cuda); print(torch.cuda.get_device_name(), torch.cuda.get_device_capability())' || true
 git log -1 --format='commit %H %s' >"$OUT/commit.txt" 2>/dev/null || echo "commit: not a git checkout" >"$OUT/commit.txt"
 
 built=1
@@ -104,7 +106,7 @@ if wants build; then
     SUMMARY+=("FAILED  reading the GPU's compute capability (see $OUT/arch.txt): building for setup.py's default archs")
   fi
   # The resource report of every kernel (registers, shared memory, spills) goes to the log.
-  run_step "build (${build_env[*]})" 150 build.log \
+  run_step "build (${build_env[*]})" 120 build.log \
     env "${build_env[@]}" NVCC_APPEND_FLAGS="-Xptxas=-v" "$PYTHON" setup.py build_ext --inplace || built=0
 fi
 if ((built)) && run_step "ssl_fast info" 30 info.txt "$PYTHON" -m ssl_fast info; then
@@ -144,9 +146,9 @@ if ((built)) && wants sanitize; then
   # Only kernels whose name holds "ssl_fast" are instrumented (cuBLAS and torch's run as
   # they are); the sync check is off, as the tool's own calls would trip it.
   sanitizer=(compute-sanitizer --kernel-name kns=ssl_fast --error-exitcode 3 --print-limit 20)
-  run_step "compute-sanitizer memcheck" 120 memcheck.log \
+  run_step "compute-sanitizer memcheck" 90 memcheck.log \
     "${sanitizer[@]}" --tool memcheck "$PYTHON" -m benchmarks.gpu_cases --no-sync-check || true
-  run_step "compute-sanitizer racecheck" 90 racecheck.log \
+  run_step "compute-sanitizer racecheck" 45 racecheck.log \
     "${sanitizer[@]}" --tool racecheck "$PYTHON" -m benchmarks.gpu_cases --no-sync-check \
     --cases nt_xent info_nce_queue siglip mse_mask bce mask_tokens_exact random_masking || true
 fi
@@ -160,21 +162,23 @@ if ((built)) && wants train; then
 fi
 
 bench=("$PYTHON" -m ssl_fast bench --device cuda --csv "$OUT/results.csv" --json "$OUT/bench.json")
-if ((built)) && wants bench; then
-  run_step "GPU benchmarks" 120 bench.log "${bench[@]}" --table "$OUT/table.md" all || true
-fi
 if ((built)) && wants sweep; then
-  # 2N = 8k to 1M rows (N = 4k to 512k pairs); the formula and stage 1 stop where their
-  # cases say (memory, time); 3 timed rounds per case.
-  run_step "contrastive sweep" 240 sweep.log "${bench[@]}" --table "$OUT/sweep.md" --rounds 3 \
-    --sizes 4096x128,4096x256,32768x128,32768x256,131072x128,524288x128 --dtypes bf16,fp32 \
-    nt_xent info_nce || true
+  # N pairs (2N rows); the formula and stage 1 stop where their cases say (memory, time).
+  # 2N = 1M in bf16 alone: fp32 runs stage 1 there (TF32 is off), tens of seconds a round.
+  run_step "contrastive sweep" 150 sweep.log "${bench[@]}" --table "$OUT/sweep.md" --rounds 3 \
+    --sizes 4096x128,4096x256,32768x128,32768x256,131072x128 --dtypes bf16,fp32 nt_xent info_nce || true
+  run_step "contrastive sweep, 2N = 1M" 45 sweep_1m.log "${bench[@]}" --table "$OUT/sweep_1m.md" \
+    --rounds 3 --sizes 524288x128 --dtypes bf16 nt_xent info_nce || true
+fi
+if ((built)) && wants bench; then
+  run_step "GPU benchmarks" 75 bench.log "${bench[@]}" --table "$OUT/table.md" \
+    smooth_l1 mse bce bce_with_logits mask_tokens random_masking siglip || true
 fi
 
 echo
 echo "=== summary (${SECONDS} s in all; steps: ${steps[*]}; outputs in $OUT)"
 printf '%s\n' "${SUMMARY[@]}" | tee "$OUT/summary.txt"
-for table in "$OUT/table.md" "$OUT/sweep.md"; do
+for table in "$OUT/table.md" "$OUT/sweep.md" "$OUT/sweep_1m.md"; do
   if [[ -s $table ]]; then
     echo
     cat "$table"
