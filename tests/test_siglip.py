@@ -3,7 +3,6 @@ open_clip's SigLipLoss."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import math
 
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from conftest import FLOAT_DTYPES, assert_accurate, randn, requires_cuda
 
 import ssl_fast
+from benchmarks.gpu_cases import host_sync_forbidden
 from ssl_fast import reference
 
 ops = torch.ops.ssl_fast
@@ -280,17 +280,6 @@ def test_cuda_matches_cpu_and_repeats(gen, monkeypatch):
     for got, again, want in zip(*runs, cpu, strict=True):
         assert torch.equal(got, again)
         torch.testing.assert_close(got.cpu(), want)
-
-
-@contextlib.contextmanager
-def host_sync_forbidden():
-    """CUDA calls that make the host wait for the device raise inside the block."""
-    previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        yield
-    finally:
-        torch.cuda.set_sync_debug_mode(previous)
 
 
 def cuda_towers(n: int, d: int, gen, dtype):
